@@ -1,0 +1,1 @@
+//! FPGA cost model (placeholder until the cost-model work lands).

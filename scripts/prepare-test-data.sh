@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares everything the test suite reads, each step idempotent (a warm run takes seconds):
 #   1. scripts/venv.sh                    ./.venv with the pinned oracles (skipped if MFQ_PYTHON is set)
+#   1b. scripts/tests/                   unit tests of these scripts (offline, ~3 s)
 #   2. scripts/vendor_w1.py --check       committed fixtures/w1/ still equal what the pinned wheels give
 #   3. scripts/fetch_workloads.py         W2 (built), W2/W3 image sets, W3, W5 into fixtures/cache/
 #   4. scripts/gen_reference.py           onnxruntime reference outputs in fixtures/cache/ref/
@@ -21,10 +22,11 @@ step() {
     local start=$SECONDS
     echo "prepare-test-data: $*"
     "$py" "$@"
-    echo "prepare-test-data: ${1##*/} took $((SECONDS - start)) s"
+    echo "prepare-test-data: $* took $((SECONDS - start)) s"
 }
 
 total=$SECONDS
+step -m unittest discover -s scripts/tests
 step scripts/vendor_w1.py --check
 step scripts/fetch_workloads.py
 step scripts/gen_reference.py

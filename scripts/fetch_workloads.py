@@ -11,9 +11,11 @@ Steps (each skipped when its outputs already exist with the recorded hashes):
   w5   adaptive-terrain-diffusion consistency UNet -> cache/w5/terrain_unet.onnx
   w5d  W5 inputs: cache/w5/eval.npz (8 one-step samples at sigma 80) and cache/w5/calib.npz
        (8 multistep-sampler trajectories x sigma 80, 10, 2, 0.5 = 32 states, made with onnxruntime)
+  qx   qonnx wheel test material -> cache/qonnx/ (floatquant_exec fp8 model + I/O, ESPCN models,
+       the MNIST model's own test vector)
 
 Exit status 1 with an `error:` line on any download failure, hash mismatch or failed check.
-Usage: .venv/bin/python scripts/fetch_workloads.py [--only w2,w2d,w2v,w3,w5,w5d]
+Usage: .venv/bin/python scripts/fetch_workloads.py [--only w2,w2d,w2v,w3,w5,w5d,qx]
 """
 
 from __future__ import annotations
@@ -383,7 +385,30 @@ def step_w5_data() -> None:
     stamp.record(targets)
 
 
-STEPS = {"w2": step_w2, "w2d": step_w2_data, "w2v": step_w2_verify, "w3": step_w3, "w5": step_w5, "w5d": step_w5_data}
+# Small QONNX/ONNX test material shipped in the qonnx wheel: (member below qonnx/data/onnx/, sha256).
+QONNX_EXTRAS = [
+    ("floatquant_exec/qonnx_act_weight_fp8.onnx", "990678822f115d891bc362df25746fc60595710f61829b56f5509cf42d944550"),
+    ("floatquant_exec/test_data/input.npy", "8c411ef0cf60aee0bfc5d87992e7613cf222257b6e17cb8946336a0165202c19"),
+    ("floatquant_exec/test_data/output.npy", "91910fa8052a4efa20a9f0dd6d526c05e78471aef40c8874b96795aa71a5974e"),
+    ("floatquant_exec/test_data/activation.npz", "77b0bd4a448fe421f90b81c41cddbc9cfe2263fbe00d344b0f18e8ed18ce57b5"),
+    ("floatquant_exec/README.md", "0aefb0c799b31c73d5a1c58020c5b1d8cc306bc6438b0f5932afc0c861c27249"),
+    ("bsd300x3-espcn/nn_resize/float_model.onnx", "0810189408fe9e4590b1485c259743ab573741c031409c7f6891fb6a35c33161"),
+    ("bsd300x3-espcn/nn_resize/quant_model.onnx", "40306cfef95cd3cbcaee7c6818b1dd8ace85a1dd2491d4efd8963adf39befb60"),
+    ("bsd300x3-espcn/subpixel/float_model.onnx", "70d2b058c8df3cdfc2af8774224e8b5c4b1d13069d0eb395233ff4e3407afa40"),
+    ("bsd300x3-espcn/subpixel/quant_model.onnx", "7ea4f16077f7e6b3ec55ac8b00febb590cab42b961908e6113d180b037e97774"),
+    ("bsd300x3-espcn/test_data/input_0.pb", "4317aa6cdea41edb1d1478d5b74558caef284dab15070b8bc714faf555eba38d"),
+    ("mnist-conv/test_data_set_0/input_0.pb", "e934e1029a1d31f3471236dd366bd7a7e55c76e6b245a221d55ed9eec600b89e"),
+    ("mnist-conv/test_data_set_0/output_0.pb", "cb94055e8e7938cc2bbc245ba43b7529384cd45cb6846d0fe51f557e18372aac"),
+]
+
+
+def step_qonnx_extras() -> None:
+    """QONNX test material from the qonnx wheel (FloatQuant fp8 model with I/O, ESPCN models)"""
+    for member, sha in QONNX_EXTRAS:
+        extract_member("qonnx", f"qonnx/data/onnx/{member}", sha, CACHE / "qonnx" / member)
+
+
+STEPS = {"w2": step_w2, "w2d": step_w2_data, "w2v": step_w2_verify, "w3": step_w3, "w5": step_w5, "w5d": step_w5_data, "qx": step_qonnx_extras}
 
 
 def main() -> int:

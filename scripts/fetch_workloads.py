@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import io
 import json
 import re
@@ -149,6 +150,14 @@ def w3_normalize(x: np.ndarray) -> np.ndarray:
     return ((x - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
 
 
+def code_sha(*objs) -> str:
+    """sha256 of the source of the given functions: a step is redone when its own code changes."""
+    h = hashlib.sha256()
+    for o in objs:
+        h.update(inspect.getsource(o).encode())
+    return h.hexdigest()
+
+
 def file_sha(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -230,7 +239,10 @@ def step_w2_data() -> None:
     stamp = Stamp(w2 / "data.json", {
         "photos": [s for _, s in EVAL_PHOTOS] + [s for _, _, s in CALIB_PHOTOS],
         "views": CALIB_VIEWS,
-        "script_sha256": file_sha([Path(__file__).resolve()]),
+        "code_sha256": code_sha(step_w2_data, load_photo, resize_shorter, crop, to_uint8_chw, w2_normalize,
+                                w3_normalize, npz_bytes),
+        "crop": CROP,
+        "imagenet_mean_std": [IMAGENET_MEAN.tolist(), IMAGENET_STD.tolist()],
         "pillow": PIL.__version__,
         "numpy": np.__version__,
     })
@@ -336,7 +348,9 @@ def step_w5_data() -> None:
     targets = [w5 / "eval.npz", w5 / "calib.npz"]
     stamp = Stamp(w5 / "data.json", {
         "model_sha256": W5_MODEL[2],
-        "script_sha256": file_sha([Path(__file__).resolve()]),
+        "code_sha256": code_sha(step_w5_data, w5_difficulty, npz_bytes),
+        "constants": [W5_SIGMA_MAX, W5_SIGMA_MIN, W5_EVAL_SEED, W5_EVAL_LEVELS, W5_CALIB_SEED, W5_CALIB_LEVELS,
+                      W5_CALIB_SIGMAS],
         "numpy": np.__version__,
         "onnxruntime": ort.__version__,
     })

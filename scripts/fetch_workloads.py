@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wheelcache import CACHE, ROOT, FixtureError, extract_member, log, npz_bytes, read_member, rel, sha256_file, write_atomic
+from wheelcache import CACHE, FixtureError, extract_member, log, npz_bytes, read_member, rel, sha256_file, write_atomic
 
 SCRIPTS = Path(__file__).resolve().parent
 

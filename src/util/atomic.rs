@@ -73,7 +73,7 @@ mod tests {
         let p = d.path().join("a.bin");
         write_atomic(&p, b"hello", &[]).expect("write");
         assert_eq!(fs::read(&p).expect("read"), b"hello");
-        let err = write_atomic(&p, b"x", &[p.as_path()]).unwrap_err();
+        let err = write_atomic(&p, b"x", &[p.as_path()]).expect_err("must refuse");
         assert!(matches!(err, AtomicWriteError::WouldOverwriteInput(_)));
         assert_eq!(fs::read(&p).expect("read"), b"hello");
         // A failing writer leaves neither the target nor a temporary file behind.

@@ -1,5 +1,6 @@
 //! mfq: a post-training quantization compiler and FPGA cost model for integer and minifloat
 //! formats. See ARCHITECTURE.md for the map of modules.
 
+pub mod calib;
 pub mod cli;
 pub mod util;

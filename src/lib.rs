@@ -3,4 +3,5 @@
 
 pub mod calib;
 pub mod cli;
+pub mod data;
 pub mod util;

@@ -70,6 +70,12 @@ pub fn weight_clips(
         });
     }
     if let WeightMethod::Mse(o) = method {
+        if format.block_scaled() {
+            return Err(CalibError::BlockScaled {
+                tensor: name.into(),
+                method: "mse".into(),
+            });
+        }
         if o.candidates == 0 || o.norm.is_nan() || o.norm <= 0.0 {
             return Err(CalibError::InvalidOption {
                 option: format!("weight mse (tensor '{name}')"),

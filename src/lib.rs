@@ -4,4 +4,5 @@
 pub mod calib;
 pub mod cli;
 pub mod data;
+pub mod metrics;
 pub mod util;

@@ -12,12 +12,14 @@
 //! The module knows nothing about the graph: it sees `f32` slices, ndarray views and a
 //! [`Quantizer`] (the target number format) only.
 
+mod channel;
 mod histogram;
 mod observer;
 mod scale;
 mod select;
 mod weights;
 
+pub use channel::ChannelStats;
 pub use histogram::{Histogram, DEFAULT_BINS};
 pub use observer::{ObserverConfig, RangeStats, Signedness, TensorObserver};
 pub use scale::{scale_from_clip, ScaleRounding};

@@ -57,8 +57,10 @@ enum Kind {
 pub struct Quantizer {
     kind: Kind,
     rounding: Rounding,
-    /// MX block size (None for scalar formats).
+    /// MX block size and element emax (None for scalar formats).
     mx: Option<(u32, i32)>,
+    /// Forces the scalar f64 kernel (reference path used by tests and benchmarks).
+    generic: bool,
 }
 
 const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer (RNE)
@@ -164,7 +166,22 @@ impl Quantizer {
                 }
             }
         };
-        Quantizer { kind, rounding, mx }
+        Quantizer {
+            kind,
+            rounding,
+            mx,
+            generic: false,
+        }
+    }
+
+    /// The same quantizer forced onto the scalar `f64` reference kernel (slower; identical
+    /// results). Used to cross-check the fast kernels.
+    pub fn reference_kernel(mut self) -> Quantizer {
+        self.generic = true;
+        if let Kind::Float { fast, .. } = &mut self.kind {
+            *fast = None;
+        }
+        self
     }
 
     /// The rounding mode.
@@ -178,7 +195,7 @@ impl Quantizer {
     pub fn quantize_one(&self, v: f32, idx: u64) -> f32 {
         match self.kind {
             Kind::Int { qmin, qmax, step } => {
-                if self.rounding == Rounding::HalfEven {
+                if self.rounding == Rounding::HalfEven && !self.generic {
                     int_fast(v, qmin, qmax, step)
                 } else {
                     self.int_generic(v, qmin, qmax, step, idx)
@@ -379,7 +396,7 @@ impl Quantizer {
             };
         }
         match (self.kind, self.rounding) {
-            (Kind::Int { qmin, qmax, step }, Rounding::HalfEven) => {
+            (Kind::Int { qmin, qmax, step }, Rounding::HalfEven) if !self.generic => {
                 run!(|v| int_fast(v, qmin, qmax, step))
             }
             (Kind::Float { fast: Some(p), .. }, _) => run!(|v| self.float_fast(&p, v)),

@@ -101,7 +101,7 @@ fn check_midpoints(f: &Format) {
         if f64::from(m32) != mid {
             continue;
         }
-        probes.extend([m32, m32.next_up(), m32.next_down()]);
+        probes.extend([m32, common::next_up(m32), common::next_down(m32)]);
     }
     let max = f.max_value() as f32;
     probes.extend([

@@ -38,7 +38,7 @@ fn make_x(f: &Format, raw: u32, kind: u8, pick: u32) -> f32 {
         0 => f32::from_bits(raw),
         1 => g[i] as f32,
         2 => ((g[i] + g[j]) / 2.0) as f32 * sgn,
-        3 => (((g[i] + g[j]) / 2.0) as f32).next_up() * sgn,
+        3 => common::next_up(((g[i] + g[j]) / 2.0) as f32) * sgn,
         _ => {
             // Uniform-ish in [-2 max, 2 max] via the raw bits.
             let u = f64::from(raw) / f64::from(u32::MAX);

@@ -231,3 +231,19 @@ pub fn same_for(f: &Format, a: f32, b: f32) -> bool {
 pub fn same(a: f32, b: f32) -> bool {
     (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
 }
+
+/// The next f32 toward +inf (finite inputs).
+pub fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() + 1)
+    } else {
+        f32::from_bits(x.to_bits() - 1)
+    }
+}
+
+/// The next f32 toward -inf (finite inputs).
+pub fn next_down(x: f32) -> f32 {
+    -next_up(-x)
+}

@@ -22,8 +22,6 @@ struct FastFloat {
     /// Magnitudes above this are clamped before rounding (max when saturating, the next grid
     /// point above max otherwise, so that overflow is detected after rounding).
     clampv: f32,
-    /// What a +inf magnitude becomes before clamping (NaN for saturating FNUZ, as ONNX does).
-    inf_map: f32,
     /// Biased f32 exponent of the smallest normal.
     emin_b: u32,
     /// Added to a normal input's biased exponent to get the magic constant's exponent.
@@ -234,7 +232,6 @@ impl Quantizer {
         let b = v.to_bits();
         let s = b & 0x8000_0000;
         let mut a = f32::from_bits(b & 0x7fff_ffff);
-        a = if a == f32::INFINITY { p.inf_map } else { a };
         a = if a > p.clampv { p.clampv } else { a };
         let ea = a.to_bits() >> 23;
         let ce = if ea >= p.emin_b {
@@ -281,11 +278,7 @@ impl Quantizer {
             _ => 0.0,
         };
         let mut r = if a.is_infinite() {
-            if f.overflow == Overflow::Saturate && f.specials == Specials::Fnuz {
-                f32::NAN
-            } else {
-                ovf
-            }
+            ovf
         } else if f.no_zero() && a == 0.0 {
             if f.overflow == Overflow::Saturate {
                 min_pos
@@ -468,14 +461,8 @@ fn fast_params(f: &FloatFormat, max: f32, rounding: Rounding) -> Option<FastFloa
     if c_sub < 1 {
         return None;
     }
-    let inf_map = if f.overflow == Overflow::Saturate && f.specials == Specials::Fnuz {
-        f32::NAN
-    } else {
-        clampv
-    };
     Some(FastFloat {
         clampv,
-        inf_map,
         emin_b: emin_b as u32,
         c_norm_add: (23 - m) as u32,
         c_sub: c_sub as u32,

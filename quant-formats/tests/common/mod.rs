@@ -59,7 +59,7 @@ pub fn representative(max_bits: u32) -> Vec<Format> {
 /// of the unbounded grid) and map that point to the overflow value (inf for IEEE, else NaN).
 /// Ties: the neighbour that is an even multiple of the gap between the two neighbours (= the
 /// even code for M >= 1 and for integers; the larger power of two for M = 0).
-/// Special rules: NaN stays NaN; +-inf saturates to +-max (NaN for FNUZ, as ONNX); zero into a
+/// Special rules: NaN stays NaN; +-inf saturates to +-max (as the ONNX reference does, FNUZ included); zero into a
 /// format without zero is the smallest value (saturating) or NaN; a negative value in an unsigned
 /// format that does not round to zero becomes the lowest value (saturating) or NaN; signed
 /// non-FNUZ float formats keep the sign of a zero result.
@@ -129,8 +129,6 @@ impl Oracle {
         if x.is_infinite() {
             return if nonsat {
                 ovf.copysign(x)
-            } else if fnuz {
-                f64::NAN
             } else if x > 0.0 {
                 max
             } else {

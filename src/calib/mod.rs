@@ -17,6 +17,7 @@ mod histogram;
 mod observer;
 mod scale;
 mod select;
+mod set;
 mod weights;
 
 pub use channel::ChannelStats;
@@ -27,6 +28,7 @@ pub use select::{
     calibrate_activation, clip_from_histogram, ActivationCalibration, ClipMethod, KlOptions,
     MseOptions, DEFAULT_PERCENTILE,
 };
+pub use set::ObserverSet;
 pub use weights::{weight_clips, WeightCalibration, WeightGranularity, WeightMethod};
 
 /// The part of a number format that calibration needs: fake quantization with a scale and the

@@ -115,8 +115,13 @@ pub(crate) fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
 }
 
 enum Source {
-    /// Random access: data starts at `base` in the file.
-    Seek { file: BufReader<File>, base: u64 },
+    /// Random access: data starts at `base` in the file; `pos` is the current file offset
+    /// (consecutive rows are read without seeking, keeping the read buffer).
+    Seek {
+        file: BufReader<File>,
+        base: u64,
+        pos: Option<u64>,
+    },
     /// Sequential decompression; `next_row` is the next row the decoder will produce.
     Deflate {
         dec: Box<DeflateDecoder<Take<BufReader<File>>>>,
@@ -151,7 +156,16 @@ impl ArrayStream {
             reason,
         })?;
         let base = header.header_len;
-        Self::new(path, array, header, Source::Seek { file, base })
+        Self::new(
+            path,
+            array,
+            header,
+            Source::Seek {
+                file,
+                base,
+                pos: None,
+            },
+        )
     }
 
     /// Opens entry `array` (`array.npy` in the archive) of a `.npz` file.
@@ -189,7 +203,16 @@ impl ArrayStream {
             zip::CompressionMethod::Stored => {
                 let header = read_header(&mut file).map_err(bad)?;
                 let base = start + header.header_len;
-                Self::new(path, array, header, Source::Seek { file, base })
+                Self::new(
+                    path,
+                    array,
+                    header,
+                    Source::Seek {
+                        file,
+                        base,
+                        pos: None,
+                    },
+                )
             }
             zip::CompressionMethod::Deflated => {
                 let mut dec = Box::new(DeflateDecoder::new(file.take(csize)));
@@ -231,10 +254,16 @@ impl ArrayStream {
         for (k, &r) in rows.iter().enumerate() {
             let dst = &mut buf[k * rb..(k + 1) * rb];
             match &mut self.src {
-                Source::Seek { file, base } => {
-                    file.seek(SeekFrom::Start(*base + (r * rb) as u64))
-                        .map_err(|e| io_err(&path, e))?;
+                Source::Seek { file, base, pos } => {
+                    let at = *base + (r * rb) as u64;
+                    if *pos != Some(at) {
+                        file.seek(SeekFrom::Start(at))
+                            .map_err(|e| io_err(&path, e))?;
+                    }
+                    // On failure the offset is unknown: force a seek next time.
+                    *pos = None;
                     file.read_exact(dst).map_err(|e| io_err(&path, e))?;
+                    *pos = Some(at + rb as u64);
                 }
                 Source::Deflate { dec, next_row } => {
                     if r < *next_row {

@@ -1,11 +1,12 @@
 //! Streaming calibration: per-tensor observers whose memory does not grow with the number of
 //! samples, and the rules that turn their statistics into a clipping value and a scale.
 //!
-//! Lifecycle: create one [`TensorObserver`] per tensor to calibrate, feed it every batch with
-//! [`TensorObserver::observe`] (observers of the same tensor filled on different workers can be
-//! combined with [`TensorObserver::merge`]), then ask for a clip value with
-//! [`TensorObserver::clip`] or a full [`ActivationCalibration`] with
-//! [`calibrate_activation`]. Weights are calibrated exactly on the full tensor with
+//! Lifecycle: create one [`TensorObserver`] per tensor to calibrate (or one [`ObserverSet`] for
+//! all of them), feed it every batch with [`TensorObserver::observe`] (observers of the same
+//! tensor filled on different workers can be combined with [`TensorObserver::merge`]), then ask
+//! for an [`ActivationCalibration`] (clip, scale, sign record) with [`calibrate_activation`]
+//! (or a bare clip from a histogram with [`clip_from_histogram`]). Per-channel activation
+//! statistics for channel-scaling passes come from [`ChannelStats`]. Weights are calibrated exactly on the full tensor with
 //! [`weight_clips`]. The clip is converted to a scale by [`scale_from_clip`]:
 //! `scale = clip / format.max_value()`, optionally constrained to a power of two.
 //!

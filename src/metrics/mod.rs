@@ -147,6 +147,13 @@ impl Accuracy {
         Ok(())
     }
 
+    /// Adds another accumulator's counts.
+    pub fn merge(&mut self, o: &Accuracy) {
+        self.samples += o.samples;
+        self.top1 += o.top1;
+        self.top5 += o.top5;
+    }
+
     /// Accuracy so far.
     pub fn finish(&self) -> Result<AccuracyResult, MetricError> {
         if self.samples == 0 {
@@ -166,6 +173,15 @@ impl Accuracy {
 pub struct Top1Agreement {
     samples: u64,
     agree: u64,
+}
+
+impl Top1Agreement {
+    /// Adds another accumulator's data (for parallel evaluation; merge in a fixed order for
+    /// bit-identical sums).
+    pub fn merge(&mut self, o: &Top1Agreement) {
+        self.samples += o.samples;
+        self.agree += o.agree;
+    }
 }
 
 impl PairMetric for Top1Agreement {
@@ -199,6 +215,16 @@ pub struct Sqnr {
     count: u64,
     signal: f64,
     noise: f64,
+}
+
+impl Sqnr {
+    /// Adds another accumulator's data (for parallel evaluation; merge in a fixed order for
+    /// bit-identical sums).
+    pub fn merge(&mut self, o: &Sqnr) {
+        self.count += o.count;
+        self.signal += o.signal;
+        self.noise += o.noise;
+    }
 }
 
 impl PairMetric for Sqnr {
@@ -235,6 +261,15 @@ impl PairMetric for Sqnr {
 pub struct Cosine {
     samples: u64,
     sum: f64,
+}
+
+impl Cosine {
+    /// Adds another accumulator's data (for parallel evaluation; merge in a fixed order for
+    /// bit-identical sums).
+    pub fn merge(&mut self, o: &Cosine) {
+        self.samples += o.samples;
+        self.sum += o.sum;
+    }
 }
 
 impl PairMetric for Cosine {
@@ -289,6 +324,15 @@ fn log_softmax(v: &[f32]) -> Vec<f64> {
         .sum::<f64>()
         .ln();
     v.iter().map(|&x| f64::from(x) - lse).collect()
+}
+
+impl SoftmaxKl {
+    /// Adds another accumulator's data (for parallel evaluation; merge in a fixed order for
+    /// bit-identical sums).
+    pub fn merge(&mut self, o: &SoftmaxKl) {
+        self.samples += o.samples;
+        self.sum += o.sum;
+    }
 }
 
 impl PairMetric for SoftmaxKl {
@@ -420,6 +464,15 @@ impl MaskIou {
             inter: 0,
             union: 0,
         }
+    }
+}
+
+impl MaskIou {
+    /// Adds another accumulator's counts (same threshold assumed).
+    pub fn merge(&mut self, o: &MaskIou) {
+        self.count += o.count;
+        self.inter += o.inter;
+        self.union += o.union;
     }
 }
 

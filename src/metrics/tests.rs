@@ -174,3 +174,46 @@ fn ssim_identity_constants_and_degradation() {
     assert!(s.update(small.view(), small.view()).is_err());
     assert!(Ssim::new(0.0).is_err());
 }
+
+#[test]
+fn merged_accumulators_equal_one_stream() {
+    let r = d(arr2(&[[1.0, 2.0, 3.0], [3.0, 0.0, 0.0], [0.5, -1.0, 2.0]]));
+    let t = d(arr2(&[[1.0, 2.0, 2.5], [2.0, 4.0, 0.0], [0.4, -1.0, 2.5]]));
+    let (r0, r1) = (
+        r.slice(ndarray::s![..1, ..]).into_dyn(),
+        r.slice(ndarray::s![1.., ..]).into_dyn(),
+    );
+    let (t0, t1) = (
+        t.slice(ndarray::s![..1, ..]).into_dyn(),
+        t.slice(ndarray::s![1.., ..]).into_dyn(),
+    );
+    let mut whole = Sqnr::default();
+    whole.update(r.view(), t.view()).expect("ok");
+    let (mut a, mut b) = (Sqnr::default(), Sqnr::default());
+    a.update(r0.clone(), t0.clone()).expect("ok");
+    b.update(r1.clone(), t1.clone()).expect("ok");
+    a.merge(&b);
+    assert!((a.finish().expect("ok") - whole.finish().expect("ok")).abs() < 1e-12);
+    let mut wc = Cosine::default();
+    wc.update(r.view(), t.view()).expect("ok");
+    let (mut ca, mut cb) = (Cosine::default(), Cosine::default());
+    ca.update(r0.clone(), t0.clone()).expect("ok");
+    cb.update(r1.clone(), t1.clone()).expect("ok");
+    ca.merge(&cb);
+    assert!((ca.finish().expect("ok") - wc.finish().expect("ok")).abs() < 1e-12);
+    let mut wa = Top1Agreement::default();
+    wa.update(r.view(), t.view()).expect("ok");
+    let (mut aa, mut ab) = (Top1Agreement::default(), Top1Agreement::default());
+    aa.update(r0.clone(), t0.clone()).expect("ok");
+    ab.update(r1.clone(), t1.clone()).expect("ok");
+    aa.merge(&ab);
+    assert_eq!(aa.finish(), wa.finish());
+    let mut acc = Accuracy::default();
+    acc.update(r0, &[2]).expect("ok");
+    let mut acc2 = Accuracy::default();
+    acc2.update(r1, &[0, 1]).expect("ok");
+    acc.merge(&acc2);
+    let res = acc.finish().expect("ok");
+    assert_eq!(res.samples, 3);
+    assert!((res.top1 - 2.0 / 3.0).abs() < 1e-12);
+}

@@ -12,7 +12,8 @@ pub const DEFAULT_PERCENTILE: f64 = 99.999;
 /// Options of the MSE search.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MseOptions {
-    /// Candidate clips `absmax · k / candidates` for `k = 1..=candidates`.
+    /// Linear candidate clips `absmax · k / candidates` for `k = 1..=candidates`, searched
+    /// together with 49 geometric ones from `absmax` down to `absmax / 4096`.
     pub candidates: usize,
     /// Error exponent `p` in `Σ |x − x̂|^p` (2 = MSE; PTQ4DM uses 2.4).
     pub norm: f64,
@@ -268,6 +269,18 @@ fn centres(h: &Histogram, used: usize) -> Vec<f32> {
     (0..used).map(|i| ((i as f64 + 0.5) * w) as f32).collect()
 }
 
+/// Candidate clips of the MSE searches, largest first: the linear grid `absmax · k / n`
+/// (`k = n..1`) merged with the geometric grid `absmax · 2^(−j/4)` (`j = 0..=48`, down to
+/// `absmax / 4096`), which keeps resolution when a few outliers make the best clip a small
+/// fraction of `absmax`.
+pub(crate) fn mse_candidates(absmax: f64, n: usize) -> Vec<f64> {
+    let mut c: Vec<f64> = (1..=n).map(|k| absmax * k as f64 / n as f64).collect();
+    c.extend((0..=48).map(|j| absmax * 2f64.powf(-f64::from(j) / 4.0)));
+    c.sort_by(|a, b| b.total_cmp(a));
+    c.dedup();
+    c
+}
+
 fn mse_clip(h: &Histogram, q: &dyn Quantizer, rounding: ScaleRounding, o: &MseOptions) -> f64 {
     let used = h.used_bins();
     let pos_c = centres(h, used);
@@ -287,8 +300,7 @@ fn mse_clip(h: &Histogram, q: &dyn Quantizer, rounding: ScaleRounding, o: &MseOp
     let mut last_scale = None;
     // From the largest clip down: on exact ties the larger clip wins (less clipping of unseen
     // data).
-    for k in (1..=o.candidates).rev() {
-        let clip = absmax * k as f64 / o.candidates as f64;
+    for clip in mse_candidates(absmax, o.candidates) {
         let scale = scale_from_clip(clip, maxv, rounding);
         if last_scale == Some(scale) {
             continue;
@@ -511,6 +523,40 @@ mod tests {
             cal.clip,
             brute
         );
+    }
+
+    #[test]
+    fn mse_finds_small_clips_next_to_a_huge_outlier() {
+        // One outlier 10^4 among unit Gaussians with the L1 objective (`mse:1`): the best 4-bit
+        // clip is a few σ, far below the linear grid's smallest candidate (absmax / 200 = 50);
+        // the geometric grid reaches it. (Under L2 the outlier's squared error dominates and
+        // the maximum is optimal.) 2^16 bins resolve the Gaussian at this range.
+        let mut x = normal(6, 50_000);
+        x.push(10_000.0);
+        let mut o = TensorObserver::new(
+            "o",
+            ObserverConfig {
+                histogram_bins: Some(1 << 16),
+            },
+        )
+        .expect("cfg");
+        o.observe(&x).expect("finite");
+        let l1 = MseOptions {
+            norm: 1.0,
+            ..MseOptions::default()
+        };
+        let cal = calibrate_activation(
+            &o,
+            &ClipMethod::Mse(l1),
+            &NarrowInt(4),
+            ScaleRounding::Float,
+        )
+        .expect("ok");
+        assert!(cal.clip > 1.0 && cal.clip < 10.0, "{}", cal.clip);
+        let c = mse_candidates(1.0, 4);
+        assert_eq!(c[0], 1.0);
+        assert!(c.windows(2).all(|w| w[0] > w[1]));
+        assert_eq!(*c.last().expect("non-empty"), 1.0 / 4096.0);
     }
 
     #[test]

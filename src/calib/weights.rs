@@ -5,7 +5,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use super::scale::{scale_from_clip, ScaleRounding};
-use super::select::MseOptions;
+use super::select::{mse_candidates, MseOptions};
 use super::{CalibError, Quantizer};
 
 /// How a weight clip is chosen.
@@ -15,8 +15,8 @@ pub enum WeightMethod {
     /// Largest magnitude of the channel.
     #[default]
     AbsMax,
-    /// Clip minimising `Σ |w − Q(w)|^p` over the channel's actual values, with candidates
-    /// `absmax · k / candidates`.
+    /// Clip minimising `Σ |w − Q(w)|^p` over the channel's actual values, over the same
+    /// candidate clips as the activation MSE search.
     Mse(MseOptions),
 }
 
@@ -171,8 +171,7 @@ fn group_clip(
     let mut out = vec![0f32; g.len()];
     let mut best: Option<(f64, f64)> = None;
     let mut last_scale = None;
-    for k in (1..=o.candidates).rev() {
-        let clip = absmax * k as f64 / o.candidates as f64;
+    for clip in mse_candidates(absmax, o.candidates) {
         let scale = scale_from_clip(clip, maxv, rounding);
         if last_scale == Some(scale) {
             continue;

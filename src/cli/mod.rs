@@ -2,6 +2,8 @@
 //! subcommand module parses its arguments and calls into the library.
 
 use clap::{Parser, Subcommand};
+
+mod formats;
 use std::process::ExitCode;
 
 /// mfq: quantize ONNX models to integer and minifloat formats and estimate their FPGA cost.
@@ -19,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build information.
     Version,
+    /// Number formats: list presets, show codes, fake-quantize .npy tensors.
+    Formats(formats::FormatsArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -51,5 +55,6 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Formats(a) => formats::run(a),
     }
 }

@@ -2,4 +2,5 @@
 //! formats. See ARCHITECTURE.md for the map of modules.
 
 pub mod cli;
+pub mod sweep;
 pub mod util;

@@ -1,6 +1,9 @@
 //! Command-line interface: clap definitions and printing. No algorithms live here; each
 //! subcommand module parses its arguments and calls into the library.
 
+pub mod check;
+pub mod sweep;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build information.
     Version,
+    /// Design-space sweeps: plan a grid, merge shard directories, regenerate reports.
+    Sweep(sweep::SweepArgs),
+    /// Compare sweep results with a baseline (exit 0 ok, 1 regression, 2 unusable input).
+    Check(check::CheckArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -51,5 +58,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sweep(args) => sweep::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

@@ -30,6 +30,8 @@ const INT_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const FLOAT_COLOR: RGBColor = RGBColor(0xd6, 0x5f, 0x00);
 const MIXED_COLOR: RGBColor = RGBColor(0x88, 0x88, 0x88);
 const FRONT_COLOR: RGBColor = RGBColor(0x20, 0x20, 0x20);
+/// Font size of point labels, in pixels.
+const LABEL_SIZE: f64 = 13.0;
 
 /// Series a configuration belongs to in scatter plots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -269,15 +271,69 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
                     .map(|p| Circle::new((p.0, p.1), 8, FRONT_COLOR.stroke_width(2))),
             )
             .map_err(&e)?;
-        let label_style = TextStyle::from((FONT, 13).into_font())
-            .color(&FRONT_COLOR)
-            .pos(Pos::new(HPos::Left, VPos::Bottom));
-        chart
-            .draw_series(front.iter().map(|p| {
-                EmptyElement::at((p.0, p.1))
-                    + Text::new(short_label(p.2), (7, -7), label_style.clone())
-            }))
-            .map_err(&e)?;
+        // Label front points where the label fits without overlapping earlier labels; the
+        // region above and left of the staircase is empty, so labels go there first.
+        let (px, py) = chart.plotting_area().get_pixel_range();
+        // Rings of front points are obstacles too.
+        let mut placed: Vec<(i32, i32, i32, i32)> = front
+            .iter()
+            .map(|p| {
+                let (x, y) = chart.backend_coord(&(p.0, p.1));
+                (x - 9, y - 9, x + 9, y + 9)
+            })
+            .collect();
+        let mut labels = Vec::new();
+        for p in &front {
+            let text = short_label(p.2);
+            let (cx, cy) = chart.backend_coord(&(p.0, p.1));
+            let w = (text.len() as f64 * LABEL_SIZE * 0.6).ceil() as i32;
+            let h = LABEL_SIZE as i32 + 2;
+            // (offset, anchor, box relative to the point)
+            let candidates = [
+                (
+                    (-9, -5),
+                    Pos::new(HPos::Right, VPos::Bottom),
+                    (-9 - w, -5 - h, -9, -5),
+                ),
+                (
+                    (-11, 0),
+                    Pos::new(HPos::Right, VPos::Center),
+                    (-11 - w, -h / 2, -11, h / 2),
+                ),
+                (
+                    (0, -11),
+                    Pos::new(HPos::Center, VPos::Bottom),
+                    (-w / 2, -11 - h, w / 2, -11),
+                ),
+                (
+                    (11, 0),
+                    Pos::new(HPos::Left, VPos::Center),
+                    (11, -h / 2, 11 + w, h / 2),
+                ),
+                (
+                    (0, 11),
+                    Pos::new(HPos::Center, VPos::Top),
+                    (-w / 2, 11, w / 2, 11 + h),
+                ),
+            ];
+            for (off, pos, (x0, y0, x1, y1)) in candidates {
+                let bx = (cx + x0, cy + y0, cx + x1, cy + y1);
+                let inside =
+                    bx.0 >= px.start && bx.2 <= px.end && bx.1 >= py.start && bx.3 <= py.end;
+                let clear = placed
+                    .iter()
+                    .all(|q| bx.2 < q.0 || bx.0 > q.2 || bx.3 < q.1 || bx.1 > q.3);
+                if inside && clear {
+                    placed.push(bx);
+                    let style = TextStyle::from((FONT, LABEL_SIZE).into_font())
+                        .color(&FRONT_COLOR)
+                        .pos(pos);
+                    labels.push(EmptyElement::at((p.0, p.1)) + Text::new(text, off, style));
+                    break;
+                }
+            }
+        }
+        chart.draw_series(labels).map_err(&e)?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -387,7 +443,7 @@ fn heatmap_svg(
             .margin(12)
             .x_label_area_size(56)
             .y_label_area_size(64)
-            .build_cartesian_2d((0..nx).into_segmented(), (0..ny).into_segmented())
+            .build_cartesian_2d((0..nx - 1).into_segmented(), (0..ny - 1).into_segmented())
             .map_err(&e)?;
         let xfmt = |v: &SegmentValue<i32>| match v {
             SegmentValue::CenterOf(i) => acts.get(*i as usize).cloned().unwrap_or_default(),
@@ -401,8 +457,8 @@ fn heatmap_svg(
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(acts.len() + 1)
-            .y_labels(ws.len() + 1)
+            .x_labels(acts.len())
+            .y_labels(ws.len())
             .x_label_formatter(&xfmt)
             .y_label_formatter(&yfmt)
             .x_desc(format!("activation format ({})", af.label()))
@@ -442,6 +498,39 @@ fn heatmap_svg(
         }
         chart.draw_series(rects).map_err(&e)?;
         chart.draw_series(texts).map_err(&e)?;
+        // White rules between minifloat groups of different total width.
+        let bits = |s: &String| format_info(s).map_or(0, |f| f.bits);
+        let mut rules = Vec::new();
+        if af == Family::Minifloat {
+            for i in 1..acts.len() {
+                if bits(&acts[i]) != bits(&acts[i - 1]) {
+                    let x = SegmentValue::Exact(i as i32);
+                    rules.push(PathElement::new(
+                        vec![
+                            (x.clone(), SegmentValue::Exact(0)),
+                            (x, SegmentValue::Exact(ny)),
+                        ],
+                        WHITE.stroke_width(3),
+                    ));
+                }
+            }
+        }
+        if wf == Family::Minifloat {
+            for i in 1..ws.len() {
+                if bits(&ws[i]) != bits(&ws[i - 1]) {
+                    let y = SegmentValue::Exact(i as i32);
+                    rules.push(PathElement::new(
+                        vec![
+                            (SegmentValue::Exact(0), y.clone()),
+                            (SegmentValue::Exact(nx), y),
+                        ],
+                        WHITE.stroke_width(3),
+                    ));
+                }
+            }
+        }
+        chart.draw_series(rules).map_err(&e)?;
+        let (_, hy) = chart.plotting_area().get_pixel_range();
         if several {
             left.draw(&Text::new(
                 "best over the other grid axes",
@@ -452,9 +541,16 @@ fn heatmap_svg(
         }
 
         // Colour bar.
+        right
+            .draw(&Text::new(
+                "accuracy (%)",
+                (4, hy.start - 22),
+                (FONT, 14).into_font().color(&BLACK),
+            ))
+            .map_err(&e)?;
         let mut bar = ChartBuilder::on(&right)
-            .margin_top(60)
-            .margin_bottom(90)
+            .margin_top(hy.start.max(0) as u32)
+            .margin_bottom((height as i32 - hy.end).max(0) as u32)
             .margin_left(8)
             .margin_right(50)
             .y_label_area_size(0)

@@ -196,6 +196,9 @@ impl ConfigRecipe {
     }
 }
 
+/// The quantizer's validity hook: `Err(reason)` drops a combination from the plan.
+pub type Validity<'a> = dyn Fn(&ConfigRecipe) -> Result<(), String> + 'a;
+
 /// A recipe of the plan with its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedConfig {
@@ -539,7 +542,7 @@ impl Grid {
     /// `exclude` rule matches it, when `validity` (the quantizer's own check, if given) returns
     /// a reason, or when it is the same configuration as an earlier one (first/last formats equal
     /// to the body formats are the same as `first_last = "same"`).
-    pub fn expand(&self, validity: Option<&dyn Fn(&ConfigRecipe) -> Result<(), String>>) -> Plan {
+    pub fn expand(&self, validity: Option<&Validity<'_>>) -> Plan {
         let mut plan = Plan::default();
         let mut seen: HashMap<ConfigRecipe, String> = HashMap::new();
         for w in &self.weights {
@@ -572,7 +575,7 @@ impl Grid {
     fn classify(
         &self,
         recipe: ConfigRecipe,
-        validity: Option<&dyn Fn(&ConfigRecipe) -> Result<(), String>>,
+        validity: Option<&Validity<'_>>,
         seen: &mut HashMap<ConfigRecipe, String>,
         plan: &mut Plan,
     ) {

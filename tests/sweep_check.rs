@@ -40,7 +40,7 @@ fn mac_lut(w: &str, a: &str) -> f64 {
 fn precision(name: &str) -> f64 {
     let f = format_info(name).expect("format");
     match f.family {
-        Family::Integer => f64::from(f.bits) - 1.0,
+        Family::Integer | Family::Mx => f64::from(f.bits) - 1.0,
         Family::Minifloat => {
             let m = f64::from(f.bits - 1 - f.exp_bits);
             // Too few exponent bits cost range; too many cost mantissa.
@@ -364,7 +364,7 @@ fn check_exit_codes_and_messages() {
 
     // Cost up 2 %: regression at 1 %, fine at 5 %.
     let p = case("cost_rise", &|v| {
-        let c = find(v, "e2m1", "int8");
+        let c = find(v, "fp4-e2m1", "int8");
         let x = c["mac_lut"].as_f64().expect("lut") * 1.02;
         c["mac_lut"] = x.into();
         c["cost"]["mac_lut"] = x.into();
@@ -372,7 +372,7 @@ fn check_exit_codes_and_messages() {
     let (code, out, _) = mfq(&["check", &p, "--baseline", &base_path, "--tol-cost", "1%"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("W e2m1 / A int8") && out.contains("+2.00 %"),
+        out.contains("W fp4-e2m1 / A int8") && out.contains("+2.00 %"),
         "{out}"
     );
     assert!(out.contains("LUTs per MAC (`mac_lut`)"), "{out}");

@@ -1,10 +1,11 @@
 //! Format names in sweep grids and reports: validation, canonical spelling, and the family and
 //! width used to order and colour results.
 //!
-//! [`format_info`] is the single place where the sweep interprets a format string; everything
-//! else (grid expansion, sort order, plots, the regression check) goes through it, so switching
-//! to the quant-formats parser changes one function.
+//! [`format_info`] is the single place where the sweep interprets a format string: it parses
+//! with quant-formats (`Format::from_str`) and prints the canonical name with its `Display`;
+//! grid expansion, sort order and plots all go through it.
 
+use quant_formats::Format;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -13,8 +14,10 @@ use std::fmt;
 pub enum Family {
     /// Signed or unsigned integer (`int4`, `uint8`).
     Integer,
-    /// Minifloat ExMy (`e2m1`, `e4m3`).
+    /// Minifloat ExMy (`e2m1`, `e4m3`, `fp8-e4m3fn`).
     Minifloat,
+    /// OCP MX block format (`mxfp4`, `mxint8`).
+    Mx,
 }
 
 impl Family {
@@ -23,6 +26,7 @@ impl Family {
         match self {
             Family::Integer => "int",
             Family::Minifloat => "float",
+            Family::Mx => "mx",
         }
     }
 
@@ -31,6 +35,7 @@ impl Family {
         match self {
             Family::Integer => "integer",
             Family::Minifloat => "minifloat",
+            Family::Mx => "MX block",
         }
     }
 }
@@ -83,7 +88,7 @@ pub fn compare_format_names(a: &str, b: &str) -> Ordering {
 
 /// A format string the sweep does not accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown number format '{name}': {why}")]
+#[error("invalid number format '{name}': {why}")]
 pub struct FormatNameError {
     /// The string as written.
     pub name: String,
@@ -91,64 +96,29 @@ pub struct FormatNameError {
     pub why: String,
 }
 
-/// Validates a format string and returns its canonical spelling and properties.
-///
-/// Accepted: `intN` / `uintN` (N = 2..=16) and minifloats `eEmM` with a sign bit
-/// (E = 1..=8, M = 0..=10), case-insensitive.
+/// Validates a format string with the quant-formats parser and returns its canonical
+/// spelling (the format's `Display`) and properties. Every syntax of `quant_formats::parse`
+/// is accepted: `int4`, `uint8`, `e4m3`, `e5m2:ieee`, `fp8-e4m3fn`, `mxfp4`, ….
 pub fn format_info(name: &str) -> Result<FormatInfo, FormatNameError> {
-    let err = |why: &str| FormatNameError {
-        name: name.to_string(),
-        why: why.to_string(),
+    let format: Format = name
+        .trim()
+        .parse()
+        .map_err(|e: quant_formats::FormatError| FormatNameError {
+            name: name.to_string(),
+            why: e.to_string(),
+        })?;
+    let (family, exp_bits) = match &format {
+        Format::Int(_) => (Family::Integer, 0),
+        Format::Float(f) => (Family::Minifloat, u32::from(f.exp_bits)),
+        Format::Mx(_) => (Family::Mx, 0),
     };
-    let s = name.trim().to_ascii_lowercase();
-    let (signed, rest) = if let Some(r) = s.strip_prefix("uint") {
-        (false, Some(r))
-    } else if let Some(r) = s.strip_prefix("int") {
-        (true, Some(r))
-    } else {
-        (true, None)
-    };
-    if let Some(digits) = rest {
-        let bits: u32 = parse_digits(digits).ok_or_else(|| err("expected intN or uintN"))?;
-        if !(2..=16).contains(&bits) {
-            return Err(err("integer width must be 2..=16 bits"));
-        }
-        let prefix = if signed { "int" } else { "uint" };
-        return Ok(FormatInfo {
-            canonical: format!("{prefix}{bits}"),
-            family: Family::Integer,
-            bits,
-            exp_bits: 0,
-            signed,
-        });
-    }
-    if let Some(r) = s.strip_prefix('e') {
-        if let Some((e, m)) = r.split_once('m') {
-            let e = parse_digits(e).ok_or_else(|| err("expected eEmM, e.g. e4m3"))?;
-            let m = parse_digits(m).ok_or_else(|| err("expected eEmM, e.g. e4m3"))?;
-            if !(1..=8).contains(&e) {
-                return Err(err("minifloat exponent bits must be 1..=8"));
-            }
-            if m > 10 {
-                return Err(err("minifloat mantissa bits must be 0..=10"));
-            }
-            return Ok(FormatInfo {
-                canonical: format!("e{e}m{m}"),
-                family: Family::Minifloat,
-                bits: 1 + e + m,
-                exp_bits: e,
-                signed: true,
-            });
-        }
-    }
-    Err(err("expected intN, uintN or eEmM"))
-}
-
-fn parse_digits(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+    Ok(FormatInfo {
+        canonical: format.to_string(),
+        family,
+        bits: format.bits(),
+        exp_bits,
+        signed: format.is_signed(),
+    })
 }
 
 #[cfg(test)]
@@ -164,17 +134,24 @@ mod tests {
         assert_eq!((u.canonical.as_str(), u.signed), ("uint8", false));
         let f = format_info("E4M3").expect("e4m3");
         assert_eq!((f.canonical.as_str(), f.bits, f.exp_bits), ("e4m3", 8, 4));
-        for bad in [
-            "int", "int1", "int17", "e0m3", "e9m1", "e4m11", "fp8", "e4m", "int4x",
-        ] {
+        // A generic ExMy equal to a named preset prints as the preset.
+        let p = format_info("e2m1").expect("e2m1");
+        assert_eq!((p.canonical.as_str(), p.bits), ("fp4-e2m1", 4));
+        assert_eq!(
+            format_info("float4_e2m1fn").expect("alias").canonical,
+            "fp4-e2m1"
+        );
+        let m = format_info("mxfp4").expect("mx");
+        assert_eq!((m.family, m.bits), (Family::Mx, 4));
+        for bad in ["int", "int1", "int17", "e9m1", "fp9", "int4x", ""] {
             assert!(format_info(bad).is_err(), "{bad} must be rejected");
         }
     }
 
     #[test]
     fn report_order() {
-        let mut v = vec!["e2m1", "uint4", "int8", "int4", "e1m2", "zzz"];
+        let mut v = vec!["e3m1", "uint4", "int8", "int4", "e1m2", "zzz", "e4m3"];
         v.sort_by(|a, b| compare_format_names(a, b));
-        assert_eq!(v, ["int4", "int8", "uint4", "e1m2", "e2m1", "zzz"]);
+        assert_eq!(v, ["int4", "int8", "uint4", "e1m2", "e3m1", "e4m3", "zzz"]);
     }
 }

@@ -289,7 +289,7 @@ pub fn expand_format_item(item: &str) -> Result<Vec<String>, FormatNameError> {
             for e in 1..=(n - 2) {
                 let m = n - 1 - e;
                 if e <= 8 && m <= 10 {
-                    out.push(format!("e{e}m{m}"));
+                    out.push(format_info(&format!("e{e}m{m}"))?.canonical);
                 }
             }
         }
@@ -632,6 +632,7 @@ mod tests {
         let all = expand_format_item("all-exmy 3..8").expect("3..8");
         assert_eq!(all.len(), 21);
         assert!(all.contains(&"e4m3".to_string()) && all.contains(&"e5m2".to_string()));
+        assert!(all.contains(&"fp6-e2m3".to_string()) && all.contains(&"fp6-e3m2".to_string()));
         assert!(all.contains(&"e6m1".to_string()) && all.contains(&"e1m6".to_string()));
         for bad in [
             "int3..uint8",

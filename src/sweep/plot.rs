@@ -418,7 +418,8 @@ fn heatmap_svg(
     let (nx, ny) = (acts.len() as i32, ws.len() as i32);
     let cell = (640 / nx.max(ny)).clamp(26, 80);
     let plot_w = (cell * nx) as u32 + 110;
-    let plot_h = (cell * ny) as u32 + 150;
+    let longest = acts.iter().map(|s| s.len()).max().unwrap_or(0) as i32;
+    let plot_h = (cell * ny) as u32 + 150 + (longest * 8 - 30).max(0) as u32;
     let width = plot_w + 120;
     let height = plot_h.max(420);
     let value_font = ((cell as f64) * 0.36).clamp(9.0, 16.0);
@@ -438,22 +439,30 @@ fn heatmap_svg(
             title = format!("{}: {title}", results.grid);
         }
         let caption_size = if title.len() > 60 { 17 } else { 20 };
+        let tick_font: i32 = if nx > 16 { 12 } else { 14 };
+        let text_px =
+            |v: &[String]| v.iter().map(|s| s.len()).max().unwrap_or(0) as i32 * tick_font * 6 / 10;
+        // Column labels turn vertical when they are wider than a cell.
+        let rotate = text_px(&acts) > cell - 4;
+        let x_area = if rotate { text_px(&acts) + 44 } else { 56 };
         let mut chart = ChartBuilder::on(&left)
             .caption(title, (FONT, caption_size))
             .margin(12)
-            .x_label_area_size(56)
-            .y_label_area_size(64)
+            .x_label_area_size(x_area)
+            .y_label_area_size(text_px(&ws) + 40)
             .build_cartesian_2d((0..nx - 1).into_segmented(), (0..ny - 1).into_segmented())
             .map_err(&e)?;
+        // Vertical column labels are drawn below, because the mesh centres its labels.
         let xfmt = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => acts.get(*i as usize).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(i) if !rotate => {
+                acts.get(*i as usize).cloned().unwrap_or_default()
+            }
             _ => String::new(),
         };
         let yfmt = |v: &SegmentValue<i32>| match v {
             SegmentValue::CenterOf(i) => ws.get(*i as usize).cloned().unwrap_or_default(),
             _ => String::new(),
         };
-        let tick_font = if nx > 16 { 12 } else { 14 };
         chart
             .configure_mesh()
             .disable_mesh()
@@ -467,6 +476,17 @@ fn heatmap_svg(
             .label_style((FONT, tick_font))
             .draw()
             .map_err(&e)?;
+        if rotate {
+            let style = TextStyle::from((FONT, tick_font).into_font())
+                .transform(FontTransform::Rotate270)
+                .pos(Pos::new(HPos::Right, VPos::Center));
+            for (i, a) in acts.iter().enumerate() {
+                let (x, y) = chart
+                    .backend_coord(&(SegmentValue::CenterOf(i as i32), SegmentValue::Exact(0)));
+                left.draw(&Text::new(a.clone(), (x, y + 10), style.clone()))
+                    .map_err(&e)?;
+            }
+        }
         let index = |v: &[String], s: &str| v.iter().position(|x| x == s).unwrap_or(0) as i32;
         let mut rects = Vec::new();
         let mut texts = Vec::new();

@@ -430,3 +430,33 @@ fn check_exit_codes_and_messages() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/results.json"), "{err}");
 }
+
+#[test]
+fn plan_command_lists_configs_and_drops() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let g = tmp.path().join("g.toml");
+    std::fs::write(
+        &g,
+        "weights = [\"int4\", \"e2m1\"]\nacts = \"int8\"\n[[exclude]]\nweights = \"e2m1\"\n",
+    )
+    .expect("write grid");
+    let (code, out, err) = mfq(&["sweep", "plan", &g.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("2 combinations, 1 configurations, 1 dropped"),
+        "{out}"
+    );
+    let id = ConfigRecipe::new("int4", "int8").id();
+    assert!(out.contains(&format!("{id}  W int4 / A int8")), "{out}");
+    assert!(
+        out.contains("W fp4-e2m1 / A int8: excluded by grid rule exclude[0]"),
+        "{out}"
+    );
+    std::fs::write(&g, "weights = [\"int4\"]\nacts = [\"int9x\"]\n").expect("write grid");
+    let (code, _, err) = mfq(&["sweep", "plan", &g.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("g.toml") && err.contains("'acts'") && err.contains("int9x"),
+        "{err}"
+    );
+}

@@ -460,3 +460,23 @@ fn plan_command_lists_configs_and_drops() {
         "{err}"
     );
 }
+
+#[test]
+fn a_smaller_grid_in_the_same_directory_reuses_results_and_reports_its_plan() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let big = grid("weights = \"int3..int8\"\nacts = [\"int8\", \"e4m3\"]");
+    run_sweep(&big, &dir, Shard::ALL, &ok_eval, &opts(2)).expect("big");
+    let small = grid("weights = [\"int4\", \"int8\"]\nacts = \"int8\"");
+    let s = run_sweep(&small, &dir, Shard::ALL, &ok_eval, &opts(2)).expect("small");
+    assert_eq!((s.evaluated, s.skipped_existing), (0, 2));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("r")).expect("j");
+    assert_eq!(v["configs"].as_array().expect("configs").len(), 2);
+    assert_eq!(v["summary"]["not_planned"], 10);
+    let md = std::fs::read_to_string(dir.join("results.md")).expect("md");
+    assert!(
+        md.contains("10 result files of configurations outside the plan"),
+        "{md}"
+    );
+}

@@ -124,7 +124,15 @@ fn read_plan_opt(dir: &Path) -> Result<Option<PlanFile>, ReportError> {
 /// Builds the `results.json` content of a directory.
 pub fn build_results(dir: &Path) -> Result<ResultsFile, ReportError> {
     let plan = read_plan_opt(dir)?;
-    let results = load_config_results(dir)?;
+    let mut results = load_config_results(dir)?;
+    // With a plan, the report covers the plan: result files of configurations that are no
+    // longer planned (left by an earlier grid) are counted but not listed.
+    let before = results.len();
+    if let Some(p) = &plan {
+        let planned: HashSet<&str> = p.configs.iter().map(|c| c.id.as_str()).collect();
+        results.retain(|r| planned.contains(r.id.as_str()));
+    }
+    let not_planned = before - results.len();
     if plan.is_none() && !dir.join(CONFIGS_DIR).is_dir() {
         return Err(ReportError::NotASweep {
             path: dir.to_path_buf(),
@@ -197,6 +205,7 @@ pub fn build_results(dir: &Path) -> Result<ResultsFile, ReportError> {
             completed: configs.len(),
             missing: missing.len(),
             dropped: dropped.len(),
+            not_planned,
         },
         total_eval_seconds: results.iter().map(|r| r.timings.eval_seconds).sum(),
         configs,
@@ -345,12 +354,20 @@ pub fn results_markdown(r: &ResultsFile) -> String {
     let kinds: BTreeSet<&str> = r.configs.iter().map(|c| c.accuracy_kind.as_str()).collect();
     let _ = writeln!(
         s,
-        "{} configurations completed of {} planned ({} missing, {} combinations dropped). \
+        "{} configurations completed of {} planned ({} missing, {} combinations dropped{}). \
          Accuracy: {}.\n",
         r.summary.completed,
         r.summary.planned,
         r.summary.missing,
         r.summary.dropped,
+        if r.summary.not_planned > 0 {
+            format!(
+                "; {} result files of configurations outside the plan not listed",
+                r.summary.not_planned
+            )
+        } else {
+            String::new()
+        },
         if kinds.is_empty() {
             "none".to_string()
         } else {

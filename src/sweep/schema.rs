@@ -166,6 +166,8 @@ pub struct ResultsSummary {
     pub missing: usize,
     /// Combinations dropped from the grid.
     pub dropped: usize,
+    /// Result files in the directory whose configuration is not in the plan (not listed).
+    pub not_planned: usize,
 }
 
 /// One configuration in `results.json`. `weights`, `acts`, `accuracy` and `mac_lut` are the

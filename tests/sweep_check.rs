@@ -305,7 +305,9 @@ fn reports_have_schema_pareto_and_figures() {
 /// A results.json from a small synthetic sweep, as a JSON value.
 fn baseline_value(tmp: &Path) -> serde_json::Value {
     let g = grid("weights = [\"int4\", \"int8\", \"e2m1\"]\nacts = [\"int8\", \"e4m3\"]");
-    let dir = tmp.join("base");
+    let dir = std::env::var_os("MFQ_SWEEP_KEEP")
+        .map(|d| PathBuf::from(d).with_extension("small"))
+        .unwrap_or_else(|| tmp.join("base"));
     run_sweep(&g, &dir, Shard::ALL, &ok_eval, &opts(1)).expect("run");
     serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("r")).expect("j")
 }

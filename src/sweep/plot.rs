@@ -10,7 +10,6 @@ use super::format_name::{compare_format_names, format_info, Family};
 use super::report::metric_label;
 use super::schema::{ResultEntry, ResultsFile, PARETO_METRICS};
 use crate::util::atomic::{write_atomic, AtomicWriteError};
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -416,20 +415,35 @@ fn heatmap_svg(
         (vmin, vmax)
     };
     let (nx, ny) = (acts.len() as i32, ws.len() as i32);
-    let cell = (640 / nx.max(ny)).clamp(26, 80);
-    let plot_w = (cell * nx) as u32 + 110;
-    let longest = acts.iter().map(|s| s.len()).max().unwrap_or(0) as i32;
-    let plot_h = (cell * ny) as u32 + 150 + (longest * 8 - 30).max(0) as u32;
+    let cell = (640 / nx.max(ny)).clamp(26, 90);
+    let tick_font: i32 = if nx > 16 { 12 } else { 14 };
+    let text_px =
+        |v: &[String]| v.iter().map(|s| s.len()).max().unwrap_or(0) as i32 * tick_font * 6 / 10;
+    // Column labels turn vertical when they are wider than a cell.
+    let rotate = text_px(&acts) > cell - 6;
+    let x_area = if rotate { text_px(&acts) + 50 } else { 60 };
+    let y_area = text_px(&ws) + 52;
+    let plot_w = ((cell * nx + y_area + 40) as u32).max(430);
+    let plot_h = (cell * ny + x_area + 70) as u32;
     let width = plot_w + 120;
-    let height = plot_h.max(420);
+    let height = plot_h.max(360);
     let value_font = ((cell as f64) * 0.36).clamp(9.0, 16.0);
+    let bar_fmt = |v: &f64| {
+        let span = vmax - vmin;
+        if span >= 5.0 {
+            format!("{v:.0}")
+        } else if span >= 0.5 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
 
     let mut svg = String::new();
     {
         let e = draw_err(name);
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
-        let (left, right) = root.split_horizontally(plot_w);
         let mut title = format!(
             "Accuracy (%): {} weights × {} activations",
             wf.label(),
@@ -438,68 +452,69 @@ fn heatmap_svg(
         if !results.grid.is_empty() {
             title = format!("{}: {title}", results.grid);
         }
-        let caption_size = if title.len() > 60 { 17 } else { 20 };
-        let tick_font: i32 = if nx > 16 { 12 } else { 14 };
-        let text_px =
-            |v: &[String]| v.iter().map(|s| s.len()).max().unwrap_or(0) as i32 * tick_font * 6 / 10;
-        // Column labels turn vertical when they are wider than a cell.
-        let rotate = text_px(&acts) > cell - 4;
-        let x_area = if rotate { text_px(&acts) + 44 } else { 56 };
+        // Shrink the title to the figure width (estimated 0.6 em per character).
+        let caption_size = ((width as f64 - 30.0) / (0.6 * title.chars().count() as f64))
+            .clamp(11.0, 20.0)
+            .floor();
+        let (title_area, body) = root.split_vertically(40);
+        title_area
+            .draw(&Text::new(
+                title,
+                ((width / 2) as i32, 22),
+                TextStyle::from((FONT, caption_size).into_font())
+                    .pos(Pos::new(HPos::Center, VPos::Center)),
+            ))
+            .map_err(&e)?;
+        let (left, right) = body.split_horizontally(plot_w);
         let mut chart = ChartBuilder::on(&left)
-            .caption(title, (FONT, caption_size))
             .margin(12)
             .x_label_area_size(x_area)
-            .y_label_area_size(text_px(&ws) + 40)
-            .build_cartesian_2d((0..nx - 1).into_segmented(), (0..ny - 1).into_segmented())
+            .y_label_area_size(y_area)
+            .build_cartesian_2d(0.0..f64::from(nx), 0.0..f64::from(ny))
             .map_err(&e)?;
-        // Vertical column labels are drawn below, because the mesh centres its labels.
-        let xfmt = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) if !rotate => {
-                acts.get(*i as usize).cloned().unwrap_or_default()
-            }
-            _ => String::new(),
-        };
-        let yfmt = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => ws.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        };
+        // Tick labels are drawn by hand at cell centres.
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(acts.len())
-            .y_labels(ws.len())
-            .x_label_formatter(&xfmt)
-            .y_label_formatter(&yfmt)
+            .x_labels(0)
+            .y_labels(0)
             .x_desc(format!("activation format ({})", af.label()))
             .y_desc(format!("weight format ({})", wf.label()))
             .axis_desc_style((FONT, 17))
-            .label_style((FONT, tick_font))
             .draw()
             .map_err(&e)?;
-        if rotate {
-            let style = TextStyle::from((FONT, tick_font).into_font())
-                .transform(FontTransform::Rotate270)
-                .pos(Pos::new(HPos::Right, VPos::Center));
-            for (i, a) in acts.iter().enumerate() {
-                let (x, y) = chart
-                    .backend_coord(&(SegmentValue::CenterOf(i as i32), SegmentValue::Exact(0)));
-                left.draw(&Text::new(a.clone(), (x, y + 10), style.clone()))
-                    .map_err(&e)?;
-            }
+        let tick_style = TextStyle::from((FONT, tick_font).into_font());
+        for (i, a) in acts.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            let (x, y) = (x - left.get_base_pixel().0, y - left.get_base_pixel().1);
+            let style = if rotate {
+                tick_style
+                    .clone()
+                    .transform(FontTransform::Rotate270)
+                    .pos(Pos::new(HPos::Right, VPos::Center))
+            } else {
+                tick_style.clone().pos(Pos::new(HPos::Center, VPos::Top))
+            };
+            left.draw(&Text::new(a.clone(), (x, y + 8), style))
+                .map_err(&e)?;
         }
-        let index = |v: &[String], s: &str| v.iter().position(|x| x == s).unwrap_or(0) as i32;
+        for (j, w) in ws.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(0.0, j as f64 + 0.5));
+            let (x, y) = (x - left.get_base_pixel().0, y - left.get_base_pixel().1);
+            left.draw(&Text::new(
+                w.clone(),
+                (x - 8, y),
+                tick_style.clone().pos(Pos::new(HPos::Right, VPos::Center)),
+            ))
+            .map_err(&e)?;
+        }
+        let index = |v: &[String], s: &str| v.iter().position(|x| x == s).unwrap_or(0) as f64;
         let mut rects = Vec::new();
         let mut texts = Vec::new();
         for ((w, a), (acc, _)) in &cells {
             let (x, y) = (index(&acts, a), index(&ws, w));
             let color = colormap((acc - vmin) / (vmax - vmin));
-            rects.push(Rectangle::new(
-                [
-                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
-                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
-                ],
-                color.filled(),
-            ));
+            rects.push(Rectangle::new([(x, y), (x + 1.0, y + 1.0)], color.filled()));
             let style = TextStyle::from((FONT, value_font).into_font())
                 .color(text_color_on(color))
                 .pos(Pos::new(HPos::Center, VPos::Center));
@@ -510,11 +525,7 @@ fn heatmap_svg(
             } else {
                 format!("{acc:.0}")
             };
-            texts.push(Text::new(
-                txt,
-                (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
-                style,
-            ));
+            texts.push(Text::new(txt, (x + 0.5, y + 0.5), style));
         }
         chart.draw_series(rects).map_err(&e)?;
         chart.draw_series(texts).map_err(&e)?;
@@ -524,12 +535,9 @@ fn heatmap_svg(
         if af == Family::Minifloat {
             for i in 1..acts.len() {
                 if bits(&acts[i]) != bits(&acts[i - 1]) {
-                    let x = SegmentValue::Exact(i as i32);
+                    let x = i as f64;
                     rules.push(PathElement::new(
-                        vec![
-                            (x.clone(), SegmentValue::Exact(0)),
-                            (x, SegmentValue::Exact(ny)),
-                        ],
+                        vec![(x, 0.0), (x, f64::from(ny))],
                         WHITE.stroke_width(3),
                     ));
                 }
@@ -538,12 +546,9 @@ fn heatmap_svg(
         if wf == Family::Minifloat {
             for i in 1..ws.len() {
                 if bits(&ws[i]) != bits(&ws[i - 1]) {
-                    let y = SegmentValue::Exact(i as i32);
+                    let y = i as f64;
                     rules.push(PathElement::new(
-                        vec![
-                            (SegmentValue::Exact(0), y.clone()),
-                            (SegmentValue::Exact(nx), y),
-                        ],
+                        vec![(0.0, y), (f64::from(nx), y)],
                         WHITE.stroke_width(3),
                     ));
                 }
@@ -551,37 +556,40 @@ fn heatmap_svg(
         }
         chart.draw_series(rules).map_err(&e)?;
         let (_, hy) = chart.plotting_area().get_pixel_range();
+        let base_y = body.get_base_pixel().1;
+        let (top, bottom) = (hy.start - base_y, hy.end - base_y);
         if several {
             left.draw(&Text::new(
                 "best over the other grid axes",
-                (70, (plot_h - 18) as i32),
+                (12, plot_h as i32 - 16),
                 (FONT, 13).into_font().color(&RGBColor(0x55, 0x55, 0x55)),
             ))
             .map_err(&e)?;
         }
 
-        // Colour bar.
+        // Colour bar, aligned with the cells.
         right
             .draw(&Text::new(
                 "accuracy (%)",
-                (4, hy.start - 22),
+                (4, (top - 14).max(0)),
                 (FONT, 14).into_font().color(&BLACK),
             ))
             .map_err(&e)?;
+        let body_h = (height as i32 - 40).max(0);
         let mut bar = ChartBuilder::on(&right)
-            .margin_top(hy.start.max(0) as u32)
-            .margin_bottom((height as i32 - hy.end).max(0) as u32)
+            .margin_top(top.max(0) as u32)
+            .margin_bottom((body_h - bottom).max(0) as u32)
             .margin_left(8)
             .margin_right(50)
             .y_label_area_size(0)
-            .right_y_label_area_size(46)
+            .right_y_label_area_size(52)
             .build_cartesian_2d(0.0..1.0, vmin..vmax)
             .map_err(&e)?;
         bar.configure_mesh()
             .disable_mesh()
             .disable_x_axis()
             .y_labels(6)
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&bar_fmt)
             .label_style((FONT, 13))
             .draw()
             .map_err(&e)?;

@@ -423,6 +423,15 @@ fn check_exit_codes_and_messages() {
     let (code, _, err) = mfq(&["check", &p, "--baseline", &base_path]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a fraction"), "{err}");
+    let p = case("kind", &|v| {
+        find(v, "int4", "int8")["accuracy_kind"] = "agreement".into()
+    });
+    let (code, _, err) = mfq(&["check", &p, "--baseline", &base_path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot be compared") && err.contains("W int4 / A int8"),
+        "{err}"
+    );
     let (code, _, err) = mfq(&[
         "check",
         "/nonexistent/results.json",

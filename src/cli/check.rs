@@ -59,7 +59,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     ) else {
         return Ok(ExitCode::from(2));
     };
-    let report = compare(
+    let report = match compare(
         &results,
         &baseline,
         CheckOptions {
@@ -67,7 +67,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             tol_cost_rel: args.tol_cost,
             allow_missing: args.allow_missing,
         },
-    );
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: unusable input: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     print!("{}", report.markdown());
     Ok(if report.passed() {
         ExitCode::SUCCESS

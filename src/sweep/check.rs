@@ -42,6 +42,16 @@ pub enum CheckInputError {
         id: String,
         label: String,
     },
+    #[error(
+        "configuration {label} (id {id}) measures accuracy as {result} in the results but as \
+         {baseline} in the baseline; the two cannot be compared"
+    )]
+    KindMismatch {
+        id: String,
+        label: String,
+        result: &'static str,
+        baseline: &'static str,
+    },
     #[error("{path}: configuration {label} (id {id}): {message}")]
     BadValue {
         path: PathBuf,
@@ -292,12 +302,13 @@ fn fmt_num(x: f64) -> String {
     }
 }
 
-/// Compares `results` against `baseline`.
+/// Compares `results` against `baseline`. Fails only when a configuration's accuracy is
+/// measured differently in the two files (top-1 vs agreement with float).
 pub fn compare(
     results: &ResultsFile,
     baseline: &ResultsFile,
     options: CheckOptions,
-) -> CheckReport {
+) -> Result<CheckReport, CheckInputError> {
     // Tiny slack so values that are equal up to float noise never fail.
     const EPS: f64 = 1e-9;
     let new_by_recipe: HashMap<&ConfigRecipe, &ResultEntry> =
@@ -312,6 +323,14 @@ pub fn compare(
             missing.push((b.id.clone(), b.recipe.clone()));
             continue;
         };
+        if r.accuracy_kind != b.accuracy_kind {
+            return Err(CheckInputError::KindMismatch {
+                id: b.id.clone(),
+                label: b.recipe.label(),
+                result: r.accuracy_kind.as_str(),
+                baseline: b.accuracy_kind.as_str(),
+            });
+        }
         compared += 1;
         let mut figures = Vec::new();
         if r.accuracy != b.accuracy {
@@ -372,11 +391,11 @@ pub fn compare(
         .filter(|c| !base_by_recipe.contains_key(&c.recipe))
         .map(|c| (c.id.clone(), c.recipe.clone()))
         .collect();
-    CheckReport {
+    Ok(CheckReport {
         options,
         compared,
         diffs,
         missing,
         added,
-    }
+    })
 }

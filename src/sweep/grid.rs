@@ -627,7 +627,7 @@ mod tests {
         assert_eq!(expand_format_item("all-exmy 3").expect("3"), ["e1m1"]);
         assert_eq!(
             expand_format_item("all-exmy 4").expect("4"),
-            ["e1m2", "e2m1"]
+            ["e1m2", "fp4-e2m1"]
         );
         let all = expand_format_item("all-exmy 3..8").expect("3..8");
         assert_eq!(all.len(), 21);
@@ -663,8 +663,8 @@ mod tests {
             [
                 ("int4", "int8"),
                 ("int4", "e4m3"),
-                ("e2m1", "int8"),
-                ("e2m1", "e4m3")
+                ("fp4-e2m1", "int8"),
+                ("fp4-e2m1", "e4m3")
             ]
         );
         assert!(plan.dropped.is_empty());

@@ -10,6 +10,7 @@
 pub mod check;
 pub mod format_name;
 pub mod grid;
+pub mod memo;
 pub mod pareto;
 pub mod plot;
 pub mod report;
@@ -17,7 +18,8 @@ pub mod runner;
 pub mod schema;
 
 pub use check::{compare, load_results, CheckOptions, CheckReport};
-pub use grid::{ConfigRecipe, Grid, GridError, Plan};
+pub use grid::{ConfigRecipe, Grid, GridError, Plan, Validity};
+pub use memo::Memo;
 pub use report::{merge_dirs, write_reports, ReportError};
 pub use runner::{run_plan, run_sweep, Evaluator, Shard, SweepError, SweepOptions, SweepSummary};
 pub use schema::{AccuracyKind, ConfigOutcome, CostFigures, ResultsFile};

@@ -197,20 +197,20 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
             .map_err(&e)?;
 
         // Pareto staircase underneath the points.
+        let mut stairs = Vec::new();
+        for (k, p) in front.iter().enumerate() {
+            if k > 0 {
+                stairs.push((p.0, front[k - 1].1));
+            }
+            stairs.push((p.0, p.1));
+        }
+        if let Some(last) = front.last() {
+            stairs.push((x1, last.1));
+        }
         if !front.is_empty() {
-            let mut stairs = Vec::new();
-            for (k, p) in front.iter().enumerate() {
-                if k > 0 {
-                    stairs.push((p.0, front[k - 1].1));
-                }
-                stairs.push((p.0, p.1));
-            }
-            if let Some(last) = front.last() {
-                stairs.push((x1, last.1));
-            }
             chart
                 .draw_series(std::iter::once(PathElement::new(
-                    stairs,
+                    stairs.clone(),
                     FRONT_COLOR.stroke_width(2),
                 )))
                 .map_err(&e)?
@@ -278,9 +278,10 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
             .iter()
             .map(|p| {
                 let (x, y) = chart.backend_coord(&(p.0, p.1));
-                (x - 9, y - 9, x + 9, y + 9)
+                (x - 7, y - 7, x + 7, y + 7)
             })
             .collect();
+        let stair_px: Vec<(i32, i32)> = stairs.iter().map(|p| chart.backend_coord(p)).collect();
         let mut labels = Vec::new();
         for p in &front {
             let text = short_label(p.2);
@@ -314,6 +315,16 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
                     Pos::new(HPos::Center, VPos::Top),
                     (-w / 2, 11, w / 2, 11 + h),
                 ),
+                (
+                    (9, 6),
+                    Pos::new(HPos::Left, VPos::Top),
+                    (9, 6, 9 + w, 6 + h),
+                ),
+                (
+                    (9, -6),
+                    Pos::new(HPos::Left, VPos::Bottom),
+                    (9, -6 - h, 9 + w, -6),
+                ),
             ];
             for (off, pos, (x0, y0, x1, y1)) in candidates {
                 let bx = (cx + x0, cy + y0, cx + x1, cy + y1);
@@ -321,13 +332,27 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
                     bx.0 >= px.start && bx.2 <= px.end && bx.1 >= py.start && bx.3 <= py.end;
                 let clear = placed
                     .iter()
-                    .all(|q| bx.2 < q.0 || bx.0 > q.2 || bx.3 < q.1 || bx.1 > q.3);
+                    .all(|q| bx.2 < q.0 || bx.0 > q.2 || bx.3 < q.1 || bx.1 > q.3)
+                    && stair_px.windows(2).all(|seg| {
+                        // Axis-aligned segment against the label box.
+                        let (sx0, sx1) = (seg[0].0.min(seg[1].0), seg[0].0.max(seg[1].0));
+                        let (sy0, sy1) = (seg[0].1.min(seg[1].1), seg[0].1.max(seg[1].1));
+                        sx1 < bx.0 || sx0 > bx.2 || sy1 < bx.1 || sy0 > bx.3
+                    });
                 if inside && clear {
                     placed.push(bx);
                     let style = TextStyle::from((FONT, LABEL_SIZE).into_font())
                         .color(&FRONT_COLOR)
                         .pos(pos);
-                    labels.push(EmptyElement::at((p.0, p.1)) + Text::new(text, off, style));
+                    // A translucent white plate keeps the label readable over markers.
+                    labels.push(
+                        EmptyElement::at((p.0, p.1))
+                            + Rectangle::new(
+                                [(x0 - 1, y0), (x1 + 1, y1)],
+                                WHITE.mix(0.75).filled(),
+                            )
+                            + Text::new(text, off, style),
+                    );
                     break;
                 }
             }

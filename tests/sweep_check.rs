@@ -485,6 +485,9 @@ fn a_smaller_grid_in_the_same_directory_reuses_results_and_reports_its_plan() {
         serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("r")).expect("j");
     assert_eq!(v["configs"].as_array().expect("configs").len(), 2);
     assert_eq!(v["summary"]["not_planned"], 10);
+    // Figures of family pairs no longer reported are removed.
+    assert!(dir.join("heatmap_int_int.svg").exists());
+    assert!(!dir.join("heatmap_int_float.svg").exists());
     let md = std::fs::read_to_string(dir.join("results.md")).expect("md");
     assert!(
         md.contains("10 result files of configurations outside the plan"),

@@ -230,7 +230,29 @@ pub fn write_reports(dir: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Rep
     put("results.csv", results_csv(&results).into_bytes())?;
     put("results.md", results_markdown(&results).into_bytes())?;
     written.extend(write_figures(&results, dir, &inputs)?);
+    remove_stale_figures(dir, &written);
     Ok(written)
+}
+
+/// Removes figures of an earlier report that this report did not draw (e.g. the heat map of a
+/// family pair no longer in the results), so the directory never shows outdated plots.
+fn remove_stale_figures(dir: &Path, written: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let figure = name.ends_with(".svg")
+            && (name.starts_with("accuracy_vs_") || name.starts_with("heatmap_"));
+        if figure
+            && !written
+                .iter()
+                .any(|w| w.file_name() == Some(e.file_name().as_os_str()))
+        {
+            // Best effort: a figure that cannot be removed is merely outdated.
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 fn csv_field(s: &str) -> String {

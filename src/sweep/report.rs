@@ -5,7 +5,7 @@
 //! in a fixed order (formats by family, width and exponent bits, then the other axes), so any
 //! set of shards merged in any order gives the same reports.
 
-use super::format_name::{compare_format_names, format_info};
+use super::format_name::{format_info, Family};
 use super::grid::{ConfigRecipe, DroppedConfig, PlannedConfig};
 use super::pareto::pareto_front;
 use super::plot::{write_figures, PlotError};
@@ -46,21 +46,48 @@ pub enum ReportError {
     NotASweep { path: PathBuf },
 }
 
-/// Orders recipes for reports: formats by family, width and exponent bits; other axes after.
+/// Sort key of one format name: valid formats first, in [`FormatInfo::sort_key`] order, then
+/// unparsable names alphabetically.
+///
+/// [`FormatInfo::sort_key`]: super::format_name::FormatInfo::sort_key
+type FormatKey = (bool, Family, bool, u32, u32, String);
+
+fn format_key(name: &str) -> FormatKey {
+    match format_info(name) {
+        Ok(f) => (false, f.family, !f.signed, f.bits, f.exp_bits, f.canonical),
+        Err(_) => (true, Family::Integer, false, 0, 0, name.to_string()),
+    }
+}
+
+/// Sort key of a recipe in report order (see [`compare_recipes`]).
+pub type RecipeKey = (
+    FormatKey,
+    FormatKey,
+    Option<FormatKey>,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<String>,
+    Option<u64>,
+);
+
+/// The report-order key of a recipe; computing it once per recipe keeps sorting large sweeps
+/// cheap.
+pub fn recipe_key(r: &ConfigRecipe) -> RecipeKey {
+    (
+        format_key(&r.weights),
+        format_key(&r.acts),
+        r.first_last.as_deref().map(format_key),
+        r.passes.clone(),
+        r.granularity.clone(),
+        r.calib_method.clone(),
+        r.seed,
+    )
+}
+
+/// Orders recipes for reports: formats by family, signedness, width and exponent bits; then
+/// first/last formats, passes, granularity, calibration method and seed.
 pub fn compare_recipes(a: &ConfigRecipe, b: &ConfigRecipe) -> Ordering {
-    let opt_fmt = |x: &Option<String>, y: &Option<String>| match (x, y) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => compare_format_names(x, y),
-    };
-    compare_format_names(&a.weights, &b.weights)
-        .then_with(|| compare_format_names(&a.acts, &b.acts))
-        .then_with(|| opt_fmt(&a.first_last, &b.first_last))
-        .then_with(|| a.passes.cmp(&b.passes))
-        .then_with(|| a.granularity.cmp(&b.granularity))
-        .then_with(|| a.calib_method.cmp(&b.calib_method))
-        .then_with(|| a.seed.cmp(&b.seed))
+    recipe_key(a).cmp(&recipe_key(b))
 }
 
 /// Reads every `configs/*.json` of a sweep directory, checking that each file's name and id
@@ -109,7 +136,7 @@ pub fn load_config_results(dir: &Path) -> Result<Vec<ConfigResult>, ReportError>
         }
         out.push(r);
     }
-    out.sort_by(|a, b| compare_recipes(&a.recipe, &b.recipe).then_with(|| a.id.cmp(&b.id)));
+    out.sort_by_cached_key(|r| (recipe_key(&r.recipe), r.id.clone()));
     Ok(out)
 }
 
@@ -604,4 +631,36 @@ pub fn missing_configs(dir: &Path) -> Result<Vec<PlannedConfig>, ReportError> {
                 .collect()
         })
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::format_name::compare_format_names;
+
+    #[test]
+    fn recipe_order_follows_format_order_then_other_axes() {
+        let names = [
+            "e4m3", "uint4", "int8", "bogus", "int4", "e1m2", "fp4-e2m1", "mxfp4",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    compare_recipes(&ConfigRecipe::new(a, "int8"), &ConfigRecipe::new(b, "int8")),
+                    compare_format_names(a, b),
+                    "{a} vs {b}"
+                );
+            }
+        }
+        let plain = ConfigRecipe::new("int4", "int8");
+        let mut with_fl = plain.clone();
+        with_fl.first_last = Some("int8".into());
+        let mut with_seed = plain.clone();
+        with_seed.seed = Some(1);
+        assert_eq!(compare_recipes(&plain, &with_fl), Ordering::Less);
+        assert_eq!(compare_recipes(&plain, &with_seed), Ordering::Less);
+        assert_eq!(compare_recipes(&with_seed, &with_fl), Ordering::Less);
+        let acts_first = ConfigRecipe::new("int4", "int4");
+        assert_eq!(compare_recipes(&acts_first, &with_fl), Ordering::Less);
+    }
 }

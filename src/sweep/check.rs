@@ -261,25 +261,31 @@ impl CheckReport {
             }
             s.push('\n');
         }
-        let list = |s: &mut String, title: &str, v: &[(String, ConfigRecipe)]| {
+        let list = |s: &mut String, title: &str, note: &str, v: &[(String, ConfigRecipe)]| {
             if v.is_empty() {
                 return;
             }
-            let _ = writeln!(s, "### {title} ({})\n", v.len());
+            let _ = writeln!(s, "### {title} ({})\n\n{note}\n", v.len());
             for (id, r) in v {
                 let _ = writeln!(s, "- {} (`{id}`)", r.label());
             }
             s.push('\n');
         };
-        let missing_title = if self.options.allow_missing {
-            "Missing configurations: in the baseline, not in the results (allowed)"
+        let missing_note = if self.options.allow_missing {
+            "In the baseline, not in the results (allowed by --allow-missing)."
         } else {
-            "Missing configurations: in the baseline, not in the results (regression)"
+            "In the baseline, not in the results: each counts as a regression."
         };
-        list(&mut s, missing_title, &self.missing);
         list(
             &mut s,
-            "Added configurations: in the results, not in the baseline",
+            "Missing configurations",
+            missing_note,
+            &self.missing,
+        );
+        list(
+            &mut s,
+            "Added configurations",
+            "In the results, not in the baseline.",
             &self.added,
         );
         s

@@ -5,4 +5,5 @@ pub mod calib;
 pub mod cli;
 pub mod data;
 pub mod metrics;
+pub mod sweep;
 pub mod util;

@@ -1,6 +1,9 @@
 //! Command-line interface: clap definitions and printing. No algorithms live here; each
 //! subcommand module parses its arguments and calls into the library.
 
+pub mod check;
+pub mod sweep;
+
 use clap::{Parser, Subcommand};
 
 mod formats;
@@ -23,6 +26,10 @@ pub enum Command {
     Version,
     /// Number formats: list presets, show codes, fake-quantize .npy tensors.
     Formats(formats::FormatsArgs),
+    /// Design-space sweeps: plan a grid, merge shard directories, regenerate reports.
+    Sweep(sweep::SweepArgs),
+    /// Compare sweep results with a baseline (exit 0 ok, 1 regression, 2 unusable input).
+    Check(check::CheckArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -56,5 +63,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Formats(a) => formats::run(a),
+        Command::Sweep(args) => sweep::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

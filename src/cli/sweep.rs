@@ -1,0 +1,240 @@
+//! `mfq sweep`: inspect a grid (`plan`), collate shard directories (`merge`), regenerate the
+//! reports of a sweep directory (`report`), and the shared options and driver of a sweep run
+//! ([`SweepRunArgs`], [`run_with_evaluator`]) used by the model-evaluating form of the command.
+
+use crate::sweep::grid::{Grid, Validity};
+use crate::sweep::report::{merge_dirs, write_reports};
+use crate::sweep::runner::{run_plan, Evaluator, Shard, SweepOptions};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::fmt::Display;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Options of a sweep run that do not depend on the model (flatten into the run command).
+#[derive(Debug, Clone, Args)]
+pub struct SweepRunArgs {
+    /// Grid file (TOML; see docs/sweep.md).
+    #[arg(long)]
+    pub grid: PathBuf,
+    /// Sweep directory (results, reports and figures go here; reruns resume).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Run only shard i of n (0-based), e.g. --shard 0/4.
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Continue after a failed configuration (failures are listed; exit code 1).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Do not write the reports at the end (write them later with `mfq sweep report`).
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+/// Runs a sweep with the given evaluator: loads and expands the grid (dropping combinations
+/// `validity` rejects), runs the shard, prints a summary on stderr and the reports written on
+/// stdout. `inputs` are the run's input files (model, data), never overwritten. Exit code 0,
+/// or 1 when configurations failed under `--keep-going`.
+pub fn run_with_evaluator<E: Display>(
+    args: &SweepRunArgs,
+    inputs: Vec<PathBuf>,
+    validity: Option<&Validity<'_>>,
+    evaluator: &Evaluator<'_, E>,
+) -> anyhow::Result<ExitCode> {
+    let grid = Grid::load(&args.grid)?;
+    let plan = grid.expand(validity);
+    let mut inputs = inputs;
+    inputs.push(args.grid.clone());
+    let options = SweepOptions {
+        threads: args.jobs,
+        keep_going: args.keep_going,
+        write_reports: !args.no_report,
+        inputs,
+    };
+    let s = run_plan(
+        &plan,
+        &grid.name,
+        &args.output,
+        args.shard,
+        evaluator,
+        &options,
+    )
+    .with_context(|| format!("sweep into {}", args.output.display()))?;
+    eprintln!(
+        "sweep {}: {} configurations planned ({} dropped); shard {}: {} configurations, {} already \
+         done, {} evaluated, {} failed, {:.1} s",
+        grid.name,
+        s.planned,
+        s.dropped,
+        args.shard,
+        s.in_shard,
+        s.skipped_existing,
+        s.evaluated,
+        s.failed.len(),
+        s.elapsed_seconds
+    );
+    for p in &s.replaced_invalid {
+        eprintln!("warning: replaced unreadable result file {}", p.display());
+    }
+    for f in &s.failed {
+        eprintln!("failed: {} ({}): {}", f.id, f.recipe.label(), f.message);
+    }
+    for p in &s.reports {
+        println!("{}", p.display());
+    }
+    Ok(if s.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Arguments of `mfq sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub action: SweepAction,
+}
+
+/// Sweep subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SweepAction {
+    /// Expand a grid file and list the configurations and dropped combinations.
+    Plan {
+        /// Grid file (TOML).
+        grid: PathBuf,
+        /// Print the expansion as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Collate sweep directories (e.g. shards) into one and write its reports.
+    Merge {
+        /// Sweep directories to collate.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Output directory (may be one of the inputs).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Regenerate results.json/csv/md and the figures from the result files of a directory.
+    Report {
+        /// Sweep directory.
+        dir: PathBuf,
+    },
+}
+
+/// Runs `mfq sweep`.
+pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        SweepAction::Plan { grid, json } => {
+            let g = Grid::load(&grid)?;
+            let plan = g.expand(None);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                println!(
+                    "{}: {} combinations, {} configurations, {} dropped",
+                    grid.display(),
+                    g.combinations(),
+                    plan.configs.len(),
+                    plan.dropped.len()
+                );
+                for c in &plan.configs {
+                    println!("{}  {}", c.id, c.recipe.label());
+                }
+                for d in &plan.dropped {
+                    println!("dropped           {}: {}", d.recipe.label(), d.reason);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SweepAction::Merge { dirs, output } => {
+            let s = merge_dirs(&dirs, &output)
+                .with_context(|| format!("merging into {}", output.display()))?;
+            eprintln!(
+                "merged {} directories into {}: {} result files copied, {} already present",
+                dirs.len(),
+                output.display(),
+                s.copied,
+                s.identical
+            );
+            for id in &s.conflicts {
+                eprintln!(
+                    "warning: configuration {id} has different results in several inputs; \
+                     kept the first"
+                );
+            }
+            for p in &s.reports {
+                println!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SweepAction::Report { dir } => {
+            let written = write_reports(&dir, &[])
+                .with_context(|| format!("writing reports for {}", dir.display()))?;
+            for p in &written {
+                println!("{}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::{AccuracyKind, ConfigOutcome, ConfigRecipe, CostFigures};
+    use std::collections::BTreeMap;
+
+    fn eval(r: &ConfigRecipe) -> Result<ConfigOutcome, String> {
+        if r.weights == "int3" {
+            return Err("int3 is not supported by this evaluator".into());
+        }
+        Ok(ConfigOutcome {
+            accuracy: 0.5,
+            accuracy_kind: AccuracyKind::Agreement,
+            fidelity: BTreeMap::new(),
+            cost: CostFigures {
+                mac_lut: 10.0 + r.weights.len() as f64,
+                dataflow_lut: None,
+                weight_mem_bits: None,
+                other: BTreeMap::new(),
+            },
+        })
+    }
+
+    #[test]
+    fn driver_runs_resumes_and_reports_failures() {
+        let d = tempfile::tempdir().expect("tmp");
+        let grid = d.path().join("g.toml");
+        std::fs::write(&grid, "weights = \"int3..int5\"\nacts = \"int8\"\n").expect("grid");
+        let mut args = SweepRunArgs {
+            grid: grid.clone(),
+            output: d.path().join("out"),
+            shard: Shard::ALL,
+            jobs: Some(2),
+            keep_going: true,
+            no_report: false,
+        };
+        let veto = |r: &ConfigRecipe| {
+            if r.weights == "int5" {
+                Err("int5 vetoed".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        // int3 fails (kept going), int4 succeeds, int5 is dropped.
+        let code = run_with_evaluator(&args, vec![], Some(&veto), &eval).expect("run");
+        assert_eq!(code, ExitCode::from(1));
+        let results = std::fs::read_to_string(args.output.join("results.json")).expect("json");
+        assert!(results.contains("\"int4\"") && results.contains("int5 vetoed"));
+        assert!(!results.contains("\"weights\": \"int3\""));
+        // Without keep-going the failure is an error naming the configuration.
+        args.keep_going = false;
+        let e = run_with_evaluator(&args, vec![], Some(&veto), &eval).expect_err("fails");
+        assert!(format!("{e:#}").contains("W int3 / A int8"), "{e:#}");
+    }
+}

@@ -2,4 +2,7 @@
 //! formats. See ARCHITECTURE.md for the map of modules.
 
 pub mod cli;
+pub mod ir;
+pub mod onnx;
+pub mod tensor;
 pub mod util;

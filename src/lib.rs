@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod ir;
+pub mod kernels;
 pub mod onnx;
 pub mod tensor;
 pub mod util;

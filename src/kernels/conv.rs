@@ -225,10 +225,7 @@ pub fn conv(
     let bias_data = match bias {
         Some(b) => {
             if b.shape() != [m] {
-                return Err(shape_err(
-                    OP,
-                    format!("bias {:?} must be [{m}]", b.shape()),
-                ));
+                return Err(shape_err(OP, format!("bias {:?} must be [{m}]", b.shape())));
             }
             Some(b.iter().copied().collect::<Vec<f32>>())
         }
@@ -369,10 +366,7 @@ fn conv_image(
             false,
         )?;
         if let Some(bias) = bias {
-            for (row, &bv) in og
-                .chunks_mut(out_prod)
-                .zip(&bias[gi * mg..(gi + 1) * mg])
-            {
+            for (row, &bv) in og.chunks_mut(out_prod).zip(&bias[gi * mg..(gi + 1) * mg]) {
                 row.iter_mut().for_each(|v| *v += bv);
             }
         }
@@ -423,8 +417,7 @@ fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
                 kidx[i] = rem % geom.k_sp[i];
                 rem /= geom.k_sp[i];
             }
-            let off_last =
-                (kidx[d - 1] * geom.dil[d - 1]) as isize - geom.pb[d - 1] as isize;
+            let off_last = (kidx[d - 1] * geom.dil[d - 1]) as isize - geom.pb[d - 1] as isize;
             let (lo, hi) = valid_range(ol, sl, off_last, il);
             let xc = &x[ci * in_prod..(ci + 1) * in_prod];
             let mut oidx = vec![0usize; d.saturating_sub(1)];
@@ -567,7 +560,10 @@ pub fn conv_transpose(
         return Err(param_err(
             OP,
             "output_padding",
-            format!("{} entries for {r} spatial dimensions", p.output_padding.len()),
+            format!(
+                "{} entries for {r} spatial dimensions",
+                p.output_padding.len()
+            ),
         ));
     }
     let (n, c) = (x.shape()[0], x.shape()[1]);
@@ -637,9 +633,8 @@ pub fn conv_transpose(
     }
     let cg = c / g;
     let rows = mg * geom.k_prod();
-    out.par_chunks_mut(m * out_prod)
-        .enumerate()
-        .try_for_each(|(ni, o)| -> Result<(), KernelError> {
+    out.par_chunks_mut(m * out_prod).enumerate().try_for_each(
+        |(ni, o)| -> Result<(), KernelError> {
             let mut col = vec![0f32; rows * in_prod];
             for gi in 0..g {
                 let wg = &wd[gi * cg * rows..(gi + 1) * cg * rows];
@@ -660,7 +655,11 @@ pub fn conv_transpose(
                     in_prod,
                     false,
                 )?;
-                col2im(&col, &geom, &mut o[gi * mg * out_prod..(gi + 1) * mg * out_prod]);
+                col2im(
+                    &col,
+                    &geom,
+                    &mut o[gi * mg * out_prod..(gi + 1) * mg * out_prod],
+                );
             }
             if let Some(b) = &bias_data {
                 for (row, &bv) in o.chunks_mut(out_prod).zip(b.iter()) {
@@ -668,7 +667,8 @@ pub fn conv_transpose(
                 }
             }
             Ok(())
-        })?;
+        },
+    )?;
     to_array(OP, n, m, &out_sp, out)
 }
 
@@ -807,7 +807,10 @@ mod tests {
         let w = ArrayD::from_elem(vec![1, 1, 2, 2], 1.0f32);
         let y = conv(&x.view(), &w.view(), None, &Conv2dParams::new(2)).expect("conv");
         assert_eq!(y.shape(), &[1, 1, 2, 2]);
-        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![12.0, 16.0, 24.0, 28.0]);
+        assert_eq!(
+            y.iter().copied().collect::<Vec<_>>(),
+            vec![12.0, 16.0, 24.0, 28.0]
+        );
     }
 
     #[test]
@@ -1009,7 +1012,7 @@ mod tests {
 
     #[test]
     fn conv_transpose_matches_naive() {
-        let cases = vec![
+        let cases = [
             (
                 vec![1, 2, 3, 3],
                 vec![2, 3, 3, 3],

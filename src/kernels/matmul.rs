@@ -37,9 +37,11 @@ impl<'a> MatRef<'a> {
         if rows == 0 || cols == 0 {
             return Ok(());
         }
-        let last = (rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|r| (cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        let last = (rows - 1).checked_mul(self.rs).and_then(|r| {
+            (cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|c| r.checked_add(c))
+        });
         match last {
             Some(l) if l < self.data.len() => Ok(()),
             _ => Err(shape_err(
@@ -156,8 +158,16 @@ pub(crate) fn broadcast_shapes(
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -203,14 +213,25 @@ fn batch_offsets(out: &[usize], src: &[usize]) -> Vec<usize> {
 /// leading (batch) dimensions broadcast; a 1-D first operand is treated as a row vector
 /// `[1, K]` and a 1-D second operand as a column vector `[K, 1]`, and the inserted dimension is
 /// removed from the result.
-pub fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>) -> Result<ArrayD<f32>, KernelError> {
+pub fn matmul(
+    a: &ArrayViewD<'_, f32>,
+    b: &ArrayViewD<'_, f32>,
+) -> Result<ArrayD<f32>, KernelError> {
     if a.ndim() == 0 || b.ndim() == 0 {
         return Err(shape_err("MatMul", "operands must have rank >= 1"));
     }
     let a_vec = a.ndim() == 1;
     let b_vec = b.ndim() == 1;
-    let a2 = if a_vec { a.clone().insert_axis(Axis(0)) } else { a.clone() };
-    let b2 = if b_vec { b.clone().insert_axis(Axis(1)) } else { b.clone() };
+    let a2 = if a_vec {
+        a.clone().insert_axis(Axis(0))
+    } else {
+        a.clone()
+    };
+    let b2 = if b_vec {
+        b.clone().insert_axis(Axis(1))
+    } else {
+        b.clone()
+    };
     let (ar, br) = (a2.ndim(), b2.ndim());
     let (m, k) = (a2.shape()[ar - 2], a2.shape()[ar - 1]);
     let (k2, n) = (b2.shape()[br - 2], b2.shape()[br - 1]);
@@ -330,14 +351,30 @@ pub fn gemm(
         .as_slice()
         .ok_or_else(|| shape_err("Gemm", "operand B not contiguous"))?;
     let am = if p.trans_a {
-        MatRef { data: a_data, rs: 1, cs: a1 }
+        MatRef {
+            data: a_data,
+            rs: 1,
+            cs: a1,
+        }
     } else {
-        MatRef { data: a_data, rs: a1, cs: 1 }
+        MatRef {
+            data: a_data,
+            rs: a1,
+            cs: 1,
+        }
     };
     let bm = if p.trans_b {
-        MatRef { data: b_data, rs: 1, cs: b1 }
+        MatRef {
+            data: b_data,
+            rs: 1,
+            cs: b1,
+        }
     } else {
-        MatRef { data: b_data, rs: b1, cs: 1 }
+        MatRef {
+            data: b_data,
+            rs: b1,
+            cs: 1,
+        }
     };
     let mut out = ArrayD::<f32>::zeros(IxDyn(&[m, n]));
     let mut accumulate = false;

@@ -32,7 +32,11 @@
 //!   indices (diagonals), summed-out indices; evaluated pairwise via batched GEMM).
 
 pub mod conv;
+pub mod elementwise;
 pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod reduce;
 
 /// Error returned by every kernel: the operand or parameter that is inconsistent, with the
 /// offending values.

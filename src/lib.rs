@@ -4,4 +4,8 @@
 pub mod calib;
 pub mod cli;
 pub mod data;
+pub mod ir;
+pub mod kernels;
+pub mod onnx;
+pub mod tensor;
 pub mod util;

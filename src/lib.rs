@@ -8,4 +8,5 @@ pub mod ir;
 pub mod kernels;
 pub mod onnx;
 pub mod tensor;
+pub mod metrics;
 pub mod util;

@@ -311,6 +311,16 @@ impl FromStr for Format {
     }
 }
 
+/// What a bare `eXmY` name parses to (a preset when the name is one, e.g. `e8m0`).
+fn base_of(e: u8, m: u8) -> Format {
+    let name = format!("e{e}m{m}");
+    PRESETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|p| p.1)
+        .unwrap_or(Format::Float(FloatFormat::generic(e, m)))
+}
+
 impl fmt::Display for Format {
     fn fmt(&self, w: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -342,20 +352,28 @@ impl fmt::Display for Format {
                     write!(w, "{n}")?;
                 } else {
                     write!(w, "e{}m{}", f.exp_bits, f.man_bits)?;
-                    if !f.signed {
-                        write!(w, ":unsigned")?;
+                    // Options are printed relative to what the bare name parses to.
+                    let base = match base_of(f.exp_bits, f.man_bits) {
+                        Format::Float(b) => b,
+                        _ => FloatFormat::generic(f.exp_bits, f.man_bits),
+                    };
+                    if f.signed != base.signed {
+                        write!(w, "{}", if f.signed { ":signed" } else { ":unsigned" })?;
                     }
-                    if f.bias != FloatFormat::default_bias(f.exp_bits) {
+                    if f.bias != base.bias {
                         write!(w, ":bias={}", f.bias)?;
                     }
-                    if !f.subnormals {
-                        write!(w, "{}", if f.man_bits == 0 { ":nozero" } else { ":nosub" })?;
+                    if f.subnormals != base.subnormals {
+                        let off = if f.man_bits == 0 { ":nozero" } else { ":nosub" };
+                        write!(w, "{}", if f.subnormals { ":sub" } else { off })?;
                     }
-                    match f.specials {
-                        Specials::None => {}
-                        Specials::Ieee => write!(w, ":ieee")?,
-                        Specials::Fn => write!(w, ":fn")?,
-                        Specials::Fnuz => write!(w, ":fnuz")?,
+                    if f.specials != base.specials {
+                        match f.specials {
+                            Specials::None => write!(w, ":none")?,
+                            Specials::Ieee => write!(w, ":ieee")?,
+                            Specials::Fn => write!(w, ":fn")?,
+                            Specials::Fnuz => write!(w, ":fnuz")?,
+                        }
                     }
                 }
                 if f.overflow == Overflow::NonSaturating {

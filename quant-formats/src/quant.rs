@@ -22,8 +22,6 @@ struct FastFloat {
     /// Magnitudes above this are clamped before rounding (max when saturating, the next grid
     /// point above max otherwise, so that overflow is detected after rounding).
     clampv: f32,
-    /// What a +inf magnitude becomes before clamping (NaN for saturating FNUZ, as ONNX does).
-    inf_map: f32,
     /// Biased f32 exponent of the smallest normal.
     emin_b: u32,
     /// Added to a normal input's biased exponent to get the magic constant's exponent.
@@ -57,8 +55,10 @@ enum Kind {
 pub struct Quantizer {
     kind: Kind,
     rounding: Rounding,
-    /// MX block size (None for scalar formats).
+    /// MX block size and element emax (None for scalar formats).
     mx: Option<(u32, i32)>,
+    /// Forces the scalar f64 kernel (reference path used by tests and benchmarks).
+    generic: bool,
 }
 
 const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer (RNE)
@@ -164,7 +164,22 @@ impl Quantizer {
                 }
             }
         };
-        Quantizer { kind, rounding, mx }
+        Quantizer {
+            kind,
+            rounding,
+            mx,
+            generic: false,
+        }
+    }
+
+    /// The same quantizer forced onto the scalar `f64` reference kernel (slower; identical
+    /// results). Used to cross-check the fast kernels.
+    pub fn reference_kernel(mut self) -> Quantizer {
+        self.generic = true;
+        if let Kind::Float { fast, .. } = &mut self.kind {
+            *fast = None;
+        }
+        self
     }
 
     /// The rounding mode.
@@ -178,7 +193,7 @@ impl Quantizer {
     pub fn quantize_one(&self, v: f32, idx: u64) -> f32 {
         match self.kind {
             Kind::Int { qmin, qmax, step } => {
-                if self.rounding == Rounding::HalfEven {
+                if self.rounding == Rounding::HalfEven && !self.generic {
                     int_fast(v, qmin, qmax, step)
                 } else {
                     self.int_generic(v, qmin, qmax, step, idx)
@@ -217,7 +232,6 @@ impl Quantizer {
         let b = v.to_bits();
         let s = b & 0x8000_0000;
         let mut a = f32::from_bits(b & 0x7fff_ffff);
-        a = if a == f32::INFINITY { p.inf_map } else { a };
         a = if a > p.clampv { p.clampv } else { a };
         let ea = a.to_bits() >> 23;
         let ce = if ea >= p.emin_b {
@@ -264,11 +278,7 @@ impl Quantizer {
             _ => 0.0,
         };
         let mut r = if a.is_infinite() {
-            if f.overflow == Overflow::Saturate && f.specials == Specials::Fnuz {
-                f32::NAN
-            } else {
-                ovf
-            }
+            ovf
         } else if f.no_zero() && a == 0.0 {
             if f.overflow == Overflow::Saturate {
                 min_pos
@@ -379,7 +389,7 @@ impl Quantizer {
             };
         }
         match (self.kind, self.rounding) {
-            (Kind::Int { qmin, qmax, step }, Rounding::HalfEven) => {
+            (Kind::Int { qmin, qmax, step }, Rounding::HalfEven) if !self.generic => {
                 run!(|v| int_fast(v, qmin, qmax, step))
             }
             (Kind::Float { fast: Some(p), .. }, _) => run!(|v| self.float_fast(&p, v)),
@@ -451,14 +461,8 @@ fn fast_params(f: &FloatFormat, max: f32, rounding: Rounding) -> Option<FastFloa
     if c_sub < 1 {
         return None;
     }
-    let inf_map = if f.overflow == Overflow::Saturate && f.specials == Specials::Fnuz {
-        f32::NAN
-    } else {
-        clampv
-    };
     Some(FastFloat {
         clampv,
-        inf_map,
         emin_b: emin_b as u32,
         c_norm_add: (23 - m) as u32,
         c_sub: c_sub as u32,

@@ -227,7 +227,7 @@ impl FloatFormat {
         } else {
             pow2(field as i32 - self.bias) * (1.0 + frac)
         };
-        if neg {
+        if neg && !(v == 0.0 && self.specials == Specials::Fnuz) {
             -v
         } else {
             v
@@ -271,11 +271,14 @@ impl FloatFormat {
 
     /// Magnitude code of the largest finite value.
     pub(crate) fn max_code(&self) -> u32 {
-        let mut c = (1u32 << self.em()) - 1;
-        while c > 0 && !self.decode_f64(c).is_finite() {
-            c -= 1;
+        let all = (1u32 << self.em()) - 1;
+        match self.specials {
+            Specials::None | Specials::Fnuz => all,
+            Specials::Fn => all.saturating_sub(1),
+            Specials::Ieee => {
+                (self.top_field().saturating_sub(1) << self.man_bits) | self.man_mask()
+            }
         }
-        c
     }
 
     /// Largest finite value.
@@ -512,6 +515,11 @@ impl Format {
 
     /// Sorted distinct finite values (one zero).
     pub fn grid(&self) -> Vec<f64> {
+        if let Elem::Int { fmt, step_exp } = self.elem() {
+            return (fmt.qmin()..=fmt.qmax())
+                .map(|k| k as f64 * pow2(step_exp))
+                .collect();
+        }
         let n = 1u32 << self.bits();
         let mut v: Vec<f64> = (0..n)
             .map(|c| match self.elem() {

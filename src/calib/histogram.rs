@@ -316,4 +316,46 @@ mod tests {
         assert_eq!(h.positive()[15], 1);
         assert_eq!(h.positive()[0], 2);
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            /// Any split into batches and any merge order give the histogram of all values
+            /// binned at once.
+            #[test]
+            fn batching_never_changes_the_histogram(
+                xs in proptest::collection::vec(-1e6f32..1e6f32, 1..400),
+                cuts in proptest::collection::vec(1usize..50, 1..10),
+                bins_log2 in 4u32..9,
+            ) {
+                let bins = 1usize << bins_log2;
+                let mut direct = Histogram::new(bins).expect("valid");
+                direct.observe(&xs).expect("finite");
+                let mut parts = Vec::new();
+                let mut rest: &[f32] = &xs;
+                let mut k = 0;
+                while !rest.is_empty() {
+                    let n = cuts[k % cuts.len()].min(rest.len());
+                    let mut h = Histogram::new(bins).expect("valid");
+                    h.observe(&rest[..n]).expect("finite");
+                    parts.push(h);
+                    rest = &rest[n..];
+                    k += 1;
+                }
+                let mut fwd = Histogram::new(bins).expect("valid");
+                for h in &parts {
+                    fwd.merge(h).expect("same bins");
+                }
+                let mut rev = Histogram::new(bins).expect("valid");
+                for h in parts.iter().rev() {
+                    rev.merge(h).expect("same bins");
+                }
+                prop_assert_eq!(&fwd, &direct);
+                prop_assert_eq!(&rev, &direct);
+            }
+        }
+    }
 }

@@ -12,12 +12,15 @@
 //! The module knows nothing about the graph: it sees `f32` slices, ndarray views and a
 //! [`Quantizer`] (the target number format) only.
 
+mod channel;
 mod histogram;
 mod observer;
 mod scale;
 mod select;
+mod set;
 mod weights;
 
+pub use channel::ChannelStats;
 pub use histogram::{Histogram, DEFAULT_BINS};
 pub use observer::{ObserverConfig, RangeStats, Signedness, TensorObserver};
 pub use scale::{scale_from_clip, ScaleRounding};
@@ -25,6 +28,7 @@ pub use select::{
     calibrate_activation, clip_from_histogram, ActivationCalibration, ClipMethod, KlOptions,
     MseOptions, DEFAULT_PERCENTILE,
 };
+pub use set::ObserverSet;
 pub use weights::{weight_clips, WeightCalibration, WeightGranularity, WeightMethod};
 
 /// The part of a number format that calibration needs: fake quantization with a scale and the
@@ -36,6 +40,58 @@ pub trait Quantizer {
     /// Largest finite positive value of the format at scale 1 (e.g. 127 for int8, 448 for
     /// OCP E4M3).
     fn max_value(&self) -> f64;
+    /// True for block-scaled formats (MX) whose fake quantization derives its own scale per
+    /// block: histogram-based clip searches cannot measure them and are refused.
+    fn block_scaled(&self) -> bool {
+        false
+    }
+}
+
+impl Quantizer for quant_formats::Format {
+    fn fake_quantize(&self, x: &[f32], scale: f32, out: &mut [f32]) {
+        quant_formats::Format::fake_quantize(self, x, scale, out);
+    }
+    fn max_value(&self) -> f64 {
+        quant_formats::Format::max_value(self)
+    }
+    fn block_scaled(&self) -> bool {
+        matches!(self, quant_formats::Format::Mx(_))
+    }
+}
+
+/// A format with an explicit rounding mode, prepared once (`quant_formats::Quantizer`).
+/// `quant_formats::Format` itself implements [`Quantizer`] with ties-to-even.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatQuantizer {
+    format: quant_formats::Format,
+    prepared: quant_formats::Quantizer,
+}
+
+impl FormatQuantizer {
+    /// Prepares `format` for rounding with `rounding`.
+    pub fn new(format: quant_formats::Format, rounding: quant_formats::Rounding) -> Self {
+        Self {
+            format,
+            prepared: format.quantizer(rounding),
+        }
+    }
+
+    /// The format.
+    pub fn format(&self) -> &quant_formats::Format {
+        &self.format
+    }
+}
+
+impl Quantizer for FormatQuantizer {
+    fn fake_quantize(&self, x: &[f32], scale: f32, out: &mut [f32]) {
+        self.prepared.fake_quantize(x, scale, out);
+    }
+    fn max_value(&self) -> f64 {
+        self.format.max_value()
+    }
+    fn block_scaled(&self) -> bool {
+        matches!(self.format, quant_formats::Format::Mx(_))
+    }
 }
 
 /// Errors of the calibration module; each names the tensor or option at fault.
@@ -69,6 +125,9 @@ pub enum CalibError {
     /// The format cannot be used to derive a scale (max value not finite and positive).
     #[error("tensor '{tensor}': the target format's max value {max} cannot define a scale")]
     BadFormat { tensor: String, max: f64 },
+    /// The method cannot measure a block-scaled (MX) format.
+    #[error("tensor '{tensor}': method '{method}' cannot calibrate a block-scaled (MX) format, whose scales are computed per block at run time; use minmax")]
+    BlockScaled { tensor: String, method: String },
     /// The weight channel axis does not exist.
     #[error("weight '{tensor}': channel axis {axis} out of range for a tensor of rank {rank}")]
     BadAxis {

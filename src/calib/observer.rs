@@ -129,6 +129,15 @@ impl TensorObserver {
         Ok(())
     }
 
+    /// Observes one batch given as an array of any layout (copied only when it is not
+    /// contiguous in standard order).
+    pub fn observe_array(&mut self, x: ndarray::ArrayViewD<'_, f32>) -> Result<(), CalibError> {
+        match x.as_slice() {
+            Some(s) => self.observe(s),
+            None => self.observe(&x.iter().copied().collect::<Vec<f32>>()),
+        }
+    }
+
     fn rename(&self, e: CalibError) -> CalibError {
         match e {
             CalibError::NonFinite { index, value, .. } => CalibError::NonFinite {
@@ -228,6 +237,17 @@ mod tests {
         assert!(!s.non_negative);
         assert_eq!(s.min, -3.0);
         assert_eq!(o.stats().absmax(), 3.0);
+    }
+
+    #[test]
+    fn observe_array_handles_views() {
+        let a = ndarray::Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32 - 5.0);
+        let mut t = TensorObserver::new("v", ObserverConfig::default()).expect("cfg");
+        t.observe_array(a.t().into_dyn()).expect("finite");
+        let mut s = TensorObserver::new("v", ObserverConfig::default()).expect("cfg");
+        s.observe(a.as_slice().expect("contiguous"))
+            .expect("finite");
+        assert_eq!(t, s);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Weight calibration on the full tensor (exact, no histogram): abs-max or MSE-optimal clip per
 //! tensor or per output channel.
 
-use ndarray::{ArrayViewD, Axis};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use super::scale::{scale_from_clip, ScaleRounding};
@@ -29,11 +29,18 @@ pub enum WeightGranularity {
     /// One scale per index along `axis` (output channels: axis 0 for Conv/Gemm weights in ONNX
     /// layout `[out, in, …]`, axis 1 for a MatMul `[in, out]` weight).
     PerChannel { axis: usize },
+    /// One scale per run of `block_size` consecutive indices along `axis`, for every index of
+    /// the other axes (ONNX blocked layout: the scale tensor has the weight's shape with
+    /// `shape[axis]` replaced by `ceil(shape[axis] / block_size)`; the last block may be short).
+    PerBlock { axis: usize, block_size: usize },
 }
 
 /// Per-group clips and scales of a weight tensor.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WeightCalibration {
+    /// Shape of the scale tensor: `[]` per tensor, `[shape[axis]]` per channel, the blocked
+    /// shape per block. `clips` and `scales` are its elements in row-major order.
+    pub shape: Vec<usize>,
     /// One clip per group (one entry for per-tensor).
     pub clips: Vec<f64>,
     /// `scale_from_clip(clip, format max, rounding)` per group.
@@ -70,6 +77,12 @@ pub fn weight_clips(
         });
     }
     if let WeightMethod::Mse(o) = method {
+        if format.block_scaled() {
+            return Err(CalibError::BlockScaled {
+                tensor: name.into(),
+                method: "mse".into(),
+            });
+        }
         if o.candidates == 0 || o.norm.is_nan() || o.norm <= 0.0 {
             return Err(CalibError::InvalidOption {
                 option: format!("weight mse (tensor '{name}')"),
@@ -77,19 +90,52 @@ pub fn weight_clips(
             });
         }
     }
-    let groups: Vec<Vec<f32>> = match granularity {
-        WeightGranularity::PerTensor => vec![w.iter().copied().collect()],
+    let bad_axis = |axis: usize| CalibError::BadAxis {
+        tensor: name.into(),
+        axis,
+        rank: w.ndim(),
+    };
+    let (shape, groups): (Vec<usize>, Vec<Vec<f32>>) = match granularity {
+        WeightGranularity::PerTensor => (vec![], vec![w.iter().copied().collect()]),
         WeightGranularity::PerChannel { axis } => {
             if axis >= w.ndim() {
-                return Err(CalibError::BadAxis {
-                    tensor: name.into(),
-                    axis,
-                    rank: w.ndim(),
+                return Err(bad_axis(axis));
+            }
+            (
+                vec![w.shape()[axis]],
+                w.axis_iter(Axis(axis))
+                    .map(|c| c.iter().copied().collect())
+                    .collect(),
+            )
+        }
+        WeightGranularity::PerBlock { axis, block_size } => {
+            if axis >= w.ndim() {
+                return Err(bad_axis(axis));
+            }
+            if block_size == 0 {
+                return Err(CalibError::InvalidOption {
+                    option: format!("block size (weight '{name}')"),
+                    reason: "must be at least 1".into(),
                 });
             }
-            w.axis_iter(Axis(axis))
-                .map(|c| c.iter().copied().collect())
-                .collect()
+            let mut shape = w.shape().to_vec();
+            shape[axis] = shape[axis].div_ceil(block_size);
+            // Group k of the blocked scale tensor (row-major) collects its block's elements:
+            // walk lanes along `axis` of the weight and of an index tensor of the scale shape
+            // together (both iterate the other axes in the same order).
+            let n: usize = shape.iter().product();
+            let ids = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).collect::<Vec<usize>>())
+                .map_err(|e| CalibError::InvalidOption {
+                    option: format!("block layout (weight '{name}')"),
+                    reason: e.to_string(),
+                })?;
+            let mut groups = vec![Vec::new(); n];
+            for (lane, idl) in w.lanes(Axis(axis)).into_iter().zip(ids.lanes(Axis(axis))) {
+                for (c, &v) in lane.iter().enumerate() {
+                    groups[idl[c / block_size]].push(v);
+                }
+            }
+            (shape, groups)
         }
     };
     let clips: Vec<f64> = groups
@@ -100,7 +146,11 @@ pub fn weight_clips(
         .iter()
         .map(|&c| scale_from_clip(c, maxv, rounding))
         .collect();
-    Ok(WeightCalibration { clips, scales })
+    Ok(WeightCalibration {
+        shape,
+        clips,
+        scales,
+    })
 }
 
 fn group_clip(
@@ -222,6 +272,52 @@ mod tests {
             assert!(m.clips[0] < 1.0);
             assert!(err(m.clips[0]) < err(1.0));
         }
+    }
+
+    #[test]
+    fn per_block_uses_onnx_blocked_layout() {
+        // Weight [I=5, O=2] blocked along axis 0 with block 2: scales [3, 2], row-major.
+        let w = Array2::from_shape_vec(
+            (5, 2),
+            vec![1.0, -10.0, 2.0, 20.0, -3.0, 30.0, 4.0, 40.0, 5.0, -50.0],
+        )
+        .expect("shape")
+        .into_dyn();
+        let c = weight_clips(
+            "w",
+            w.view(),
+            WeightGranularity::PerBlock {
+                axis: 0,
+                block_size: 2,
+            },
+            WeightMethod::AbsMax,
+            &NarrowInt(8),
+            ScaleRounding::Float,
+        )
+        .expect("ok");
+        assert_eq!(c.shape, vec![3, 2]);
+        assert_eq!(c.clips, vec![2.0, 20.0, 4.0, 40.0, 5.0, 50.0]);
+        // The scales drive quant_formats' blocked fake quantization without a shape error.
+        let f: quant_formats::Format = "int8:narrow".parse().expect("format");
+        let flat: Vec<f32> = w.iter().copied().collect();
+        let mut out = vec![0f32; flat.len()];
+        f.fake_quantize_per_block(&flat, &[5, 2], 0, 2, &c.scales, &mut out)
+            .expect("layout");
+        for (a, b) in flat.iter().zip(&out) {
+            assert!((a - b).abs() <= 50.0 / 127.0 / 2.0 + 1e-6);
+        }
+        let e = weight_clips(
+            "w",
+            w.view(),
+            WeightGranularity::PerBlock {
+                axis: 1,
+                block_size: 0,
+            },
+            WeightMethod::AbsMax,
+            &NarrowInt(8),
+            ScaleRounding::Float,
+        );
+        assert!(e.is_err());
     }
 
     #[test]

@@ -61,12 +61,13 @@ pub enum Layout {
 /// the shorter side, centre crop, normalise, lay out.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Preprocess {
-    /// Resize so the shorter side has this many pixels (aspect ratio kept, longer side rounded
-    /// to nearest).
+    /// Resize so the shorter side has this many pixels (aspect ratio kept, longer side
+    /// `floor(s · long / short)` as in torchvision).
     pub resize_shorter: Option<u32>,
     /// Interpolation of the resize.
     pub resample: Resample,
-    /// Centre crop `(height, width)`; offsets are `round((size − crop) / 2)` like torchvision.
+    /// Centre crop `(height, width)`; offsets are `round((size − crop) / 2)` with ties to even,
+    /// like torchvision.
     pub crop: Option<(u32, u32)>,
     /// Pixel normalisation.
     pub normalize: Normalize,
@@ -227,16 +228,11 @@ pub fn load_image(path: &Path, p: &Preprocess) -> Result<Array3<f32>, DataError>
             return Err(img_err(path, "resize size must be positive"));
         }
         let (w, h) = (img.width(), img.height());
+        // torchvision: the longer side becomes floor(s · long / short).
         let (nw, nh) = if w <= h {
-            (
-                s,
-                (f64::from(h) * f64::from(s) / f64::from(w)).round() as u32,
-            )
+            (s, (u64::from(h) * u64::from(s) / u64::from(w)) as u32)
         } else {
-            (
-                (f64::from(w) * f64::from(s) / f64::from(h)).round() as u32,
-                s,
-            )
+            ((u64::from(w) * u64::from(s) / u64::from(h)) as u32, s)
         };
         if (nw, nh) != (w, h) {
             img = img.resize_exact(nw, nh, filter);
@@ -250,8 +246,9 @@ pub fn load_image(path: &Path, p: &Preprocess) -> Result<Array3<f32>, DataError>
                 format!("centre crop {ch}x{cw} is larger than the image ({h}x{w} after resizing)"),
             ));
         }
-        let top = (f64::from(h - ch) / 2.0).round() as u32;
-        let left = (f64::from(w - cw) / 2.0).round() as u32;
+        // torchvision: int(round((size − crop) / 2)), Python rounding = ties to even.
+        let top = (f64::from(h - ch) / 2.0).round_ties_even() as u32;
+        let left = (f64::from(w - cw) / 2.0).round_ties_even() as u32;
         img = img.crop_imm(left, top, cw, ch);
     }
     let (w, h) = (img.width() as usize, img.height() as usize);

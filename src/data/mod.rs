@@ -14,6 +14,7 @@ pub mod select;
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
 pub use self::image::{
     load_image, Channels, Layout, Normalize, Preprocess, Resample, IMAGENET_MEAN_STD,
@@ -195,6 +196,23 @@ pub struct Batch {
     pub inputs: Vec<(String, ArrayD<f32>)>,
     pub labels: Option<Vec<i64>>,
     pub indices: Vec<usize>,
+}
+
+impl Batch {
+    /// Number of samples in the batch.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// True for a batch without samples (never yielded by [`Dataset::batches`]).
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// The input called `name`.
+    pub fn input(&self, name: &str) -> Option<&ArrayD<f32>> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, a)| a)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -419,6 +437,11 @@ impl Dataset {
         Ok((Source::Npz { arrays, labels }, rows))
     }
 
+    /// The model inputs the data was checked against.
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
     /// The file or folder this data set reads.
     pub fn path(&self) -> &Path {
         &self.path
@@ -529,9 +552,15 @@ impl Batches<'_> {
                 prep,
             } => {
                 let spec = &ds.inputs[0];
+                // Decode in parallel; results keep row order and the first failing row (in
+                // order) is reported, so output and errors do not depend on the thread count.
+                let decoded: Vec<Result<ndarray::Array3<f32>, DataError>> = rows
+                    .par_iter()
+                    .map(|&r| load_image(&files[r], prep))
+                    .collect();
                 let mut imgs = Vec::with_capacity(rows.len());
-                for &r in rows {
-                    let img = load_image(&files[r], prep)?;
+                for (&r, img) in rows.iter().zip(decoded) {
+                    let img = img?;
                     if !spec.accepts_sample(img.shape()) {
                         return Err(DataError::Image {
                             path: files[r].clone(),

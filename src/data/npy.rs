@@ -338,4 +338,94 @@ mod tests {
         assert_eq!(parse_descr(">f4"), None);
         assert_eq!(parse_descr("<i8"), Some(DType::I64));
     }
+
+    fn npy_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = header.to_string();
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend((h.len() as u16).to_le_bytes());
+        v.extend(h.as_bytes());
+        v.extend(data);
+        v
+    }
+
+    #[test]
+    fn header_edge_cases() {
+        let ok = npy_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+            &[],
+        );
+        let h = read_header(&mut ok.as_slice()).expect("valid");
+        assert_eq!(h.shape, vec![2, 3]);
+        assert_eq!(h.dtype, DType::F32);
+        assert_eq!(h.header_len, 128);
+        let big = npy_bytes(
+            "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }",
+            &[],
+        );
+        let e = read_header(&mut big.as_slice()).expect_err("big-endian");
+        assert!(e.contains(">f4"), "{e}");
+        let fo = npy_bytes(
+            "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }",
+            &[],
+        );
+        assert!(read_header(&mut fo.as_slice())
+            .expect_err("fortran")
+            .contains("Fortran"));
+        let fo1 = npy_bytes(
+            "{'descr': '<f8', 'fortran_order': True, 'shape': (7,), }",
+            &[],
+        );
+        assert_eq!(
+            read_header(&mut fo1.as_slice()).expect("1-d").shape,
+            vec![7]
+        );
+        let scalar = npy_bytes(
+            "{'descr': '<i8', 'fortran_order': False, 'shape': (), }",
+            &[],
+        );
+        assert_eq!(
+            read_header(&mut scalar.as_slice()).expect("0-d").shape,
+            Vec::<usize>::new()
+        );
+        assert!(read_header(&mut &b"PK\x03\x04xxxxxxxx"[..]).is_err());
+        let obj = npy_bytes(
+            "{'descr': '|O', 'fortran_order': False, 'shape': (2,), }",
+            &[],
+        );
+        assert!(read_header(&mut obj.as_slice())
+            .expect_err("object")
+            .contains("|O"));
+    }
+
+    #[test]
+    fn zero_d_and_truncated_files_are_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("s.npy");
+        std::fs::write(
+            &p,
+            npy_bytes(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
+                &[0; 4],
+            ),
+        )
+        .expect("write");
+        assert!(ArrayStream::open_npy(&p, "x").is_err());
+        let t = dir.path().join("t.npy");
+        std::fs::write(
+            &t,
+            npy_bytes(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
+                &[0; 8],
+            ),
+        )
+        .expect("write");
+        let mut s = ArrayStream::open_npy(&t, "x").expect("header ok");
+        assert_eq!(s.read_f32(&[0]).expect("row 0"), vec![0.0, 0.0]);
+        let e = s.read_f32(&[2]).expect_err("truncated");
+        assert!(e.to_string().contains("t.npy"), "{e}");
+    }
 }

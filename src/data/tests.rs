@@ -382,3 +382,120 @@ fn for_input_detects_layout() {
     assert_eq!(p.channels, Channels::Gray);
     assert!(Preprocess::for_input(&spec("x", DType::F32, &[None, Some(10)])).is_err());
 }
+
+/// The Python interpreter of the project's venv (`MFQ_PYTHON`, default `.venv/bin/python` at
+/// the workspace root); panics with the set-up command when it is missing.
+fn python() -> std::path::PathBuf {
+    let p = std::env::var_os("MFQ_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        p.exists(),
+        "Python oracle not found at {} (set MFQ_PYTHON or run `bash scripts/venv.sh`)",
+        p.display()
+    );
+    p
+}
+
+/// Pillow draws the images and computes the torchvision-style reference (resize shorter side
+/// to 256 with floor for the long side, centre crop 224 with Python rounding, ImageNet
+/// mean/std, CHW); mfq must agree to within a few 8-bit levels (Pillow and the `image` crate
+/// round their resampling filters differently, and the JPEG decoders differ by an IDCT ulp).
+const PIL_REFERENCE: &str = r#"
+import sys, numpy as np
+from PIL import Image
+out = sys.argv[1]
+rng = np.random.default_rng(0)
+mean = np.array([0.485, 0.456, 0.406]); std = np.array([0.229, 0.224, 0.225])
+specs = [("a.png", 375, 500), ("b.jpg", 375, 500), ("c.png", 300, 280)]
+refs = {}
+for name, h, w in specs:
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([128 + 100 * np.sin(x / 37.0 + c) * np.cos(y / 23.0 - c) for c in range(3)], -1)
+    img = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(f"{out}/img/{name}", quality=90)
+for tag, res in [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)]:
+    batch = []
+    for name, _, _ in specs:
+        im = Image.open(f"{out}/img/{name}").convert("RGB")
+        w, h = im.size
+        nw, nh = (256, int(h * 256 / w)) if w <= h else (int(w * 256 / h), 256)
+        im = im.resize((nw, nh), res)
+        l, t = int(round((nw - 224) / 2)), int(round((nh - 224) / 2))
+        im = im.crop((l, t, l + 224, t + 224))
+        a = (np.asarray(im).astype(np.float64) / 255 - mean) / std
+        batch.append(a.transpose(2, 0, 1).astype(np.float32))
+    refs[tag] = np.stack(batch)
+np.savez(f"{out}/ref.npz", **refs)
+"#;
+
+#[test]
+fn preprocessing_matches_pillow() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("img")).expect("mkdir");
+    let st = std::process::Command::new(python())
+        .arg("-c")
+        .arg(PIL_REFERENCE)
+        .arg(dir.path())
+        .status()
+        .expect("run python");
+    assert!(st.success(), "Pillow reference script failed");
+    let mut refs =
+        ndarray_npy::NpzReader::new(File::open(dir.path().join("ref.npz")).expect("ref"))
+            .expect("npz");
+    let input = spec("x", DType::F32, &[None, Some(3), Some(224), Some(224)]);
+    let std = [0.229f32, 0.224, 0.225];
+    // Per file (a.png, b.jpg, c.png): allowed max and mean |difference| in 8-bit levels.
+    for (tag, r, limits) in [
+        (
+            "bilinear",
+            Resample::Bilinear,
+            [(1.01, 0.3), (4.01, 0.6), (1.01, 0.3)],
+        ),
+        (
+            "bicubic",
+            Resample::Bicubic,
+            [(4.01, 0.3), (4.01, 0.6), (8.01, 0.3)],
+        ),
+    ] {
+        let want: ndarray::Array4<f32> = refs.by_name(tag).expect("ref array");
+        let mut p = Preprocess::imagenet(224, 224);
+        p.resample = r;
+        let ds = Dataset::open(
+            &dir.path().join("img"),
+            std::slice::from_ref(&input),
+            Some(p),
+        )
+        .expect("open");
+        let b = ds
+            .batches(8)
+            .expect("iter")
+            .next()
+            .expect("batch")
+            .expect("read");
+        let got = &b.inputs[0].1;
+        assert_eq!(got.shape(), want.shape());
+        for (k, (max_l, mean_l)) in limits.into_iter().enumerate() {
+            let mut max = 0f64;
+            let mut sum = 0f64;
+            let mut n = 0f64;
+            for c in 0..3 {
+                for y in 0..224 {
+                    for x in 0..224 {
+                        let d = f64::from((got[[k, c, y, x]] - want[[k, c, y, x]]).abs() * std[c])
+                            * 255.0;
+                        max = max.max(d);
+                        sum += d;
+                        n += 1.0;
+                    }
+                }
+            }
+            assert!(
+                max <= max_l && sum / n <= mean_l,
+                "{tag} image {k}: max {max:.2} mean {:.3} levels",
+                sum / n
+            );
+        }
+    }
+}

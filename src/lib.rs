@@ -2,8 +2,10 @@
 //! formats. See ARCHITECTURE.md for the map of modules.
 
 pub mod cli;
+pub mod interp;
 pub mod ir;
 pub mod kernels;
 pub mod onnx;
+pub mod ops;
 pub mod tensor;
 pub mod util;

@@ -1,6 +1,8 @@
 //! Command-line interface: clap definitions and printing. No algorithms live here; each
 //! subcommand module parses its arguments and calls into the library.
 
+pub mod run;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build information.
     Version,
+    /// Run a model on .npz inputs keyed by input name.
+    Run(run::RunArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
 
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Run(a) => run::run(a),
         Command::Version => {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

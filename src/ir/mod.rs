@@ -155,11 +155,10 @@ pub enum IrError {
         constant: Vec<usize>,
         declared: String,
     },
-    #[error("after transform '{pass}': {source}")]
+    #[error("after transform '{pass}': {error}")]
     AfterPass {
         pass: String,
-        #[source]
-        source: Box<IrError>,
+        error: Box<IrError>,
     },
     #[error("transform '{pass}' failed at node {node}: {reason}")]
     Transform {

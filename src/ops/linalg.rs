@@ -60,10 +60,31 @@ impl Op for Gemm {
     }
 }
 
+#[derive(Debug)]
+struct Einsum {
+    equation: String,
+}
+
+impl Op for Einsum {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let arrs: Vec<ndarray::ArrayD<f32>> = (0..inputs.len())
+            .map(|i| input_f32("Einsum", inputs, i))
+            .collect::<Result<_, _>>()?;
+        let views: Vec<_> = arrs.iter().map(|a| a.view()).collect();
+        Ok(vec![Tensor::F32(kernels::einsum::einsum(&self.equation, &views)?)])
+    }
+}
+
 /// Builds a linear-algebra op, or `None` if `op` is not in this family.
 pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
     let b: Box<dyn Op> = match op {
         "MatMul" => Box::new(MatMul),
+        "Einsum" => Box::new(Einsum {
+            equation: a
+                .opt_string("equation")?
+                .ok_or_else(|| a.err("equation", "required"))?
+                .replace(' ', ""),
+        }),
         "Gemm" => {
             if a.opset() < 7 && a.has("broadcast") {
                 return Err(a.err("broadcast", "legacy opset < 7 attribute is not supported"));

@@ -3,7 +3,7 @@
 //! parsed and normalised here (auto_pad resolved against the input shape, opset defaults
 //! applied); the arithmetic runs in `crate::kernels`.
 
-use super::{eval_err, input_f32, Attrs, Op, OpError};
+use super::{eval_err, input_f32, opt_input_i64s, Attrs, Op, OpError};
 use crate::kernels;
 use crate::tensor::Tensor;
 
@@ -334,6 +334,131 @@ impl Op for Norm {
     }
 }
 
+#[derive(Debug)]
+struct Resize {
+    opset10: bool,
+    mode: kernels::resize::ResizeMode,
+    nearest_mode: kernels::resize::NearestMode,
+    coord: kernels::resize::CoordTransform,
+    cubic_coeff_a: f32,
+    exclude_outside: bool,
+    axes: Option<Vec<i64>>,
+}
+
+impl Op for Resize {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        const OP: &str = "Resize";
+        let x = input_f32(OP, inputs, 0)?;
+        let r = x.ndim();
+        let (scales_in, sizes_in) = if self.opset10 {
+            (Some(input_f32(OP, inputs, 1)?.iter().copied().collect::<Vec<f32>>()), None)
+        } else {
+            let sc = inputs.get(2).copied().flatten().filter(|t| !t.is_empty());
+            let sz = inputs.get(3).copied().flatten().filter(|t| !t.is_empty());
+            (
+                sc.map(|t| t.to_f32().map(|a| a.iter().copied().collect::<Vec<f32>>())).transpose()?,
+                sz.map(|t| t.to_i64().map(|a| a.iter().copied().collect::<Vec<i64>>())).transpose()?,
+            )
+        };
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&v| super::axis(OP, v, r)).collect::<Result<_, _>>()?,
+            None => (0..r).collect(),
+        };
+        let mut out = x.shape().to_vec();
+        let mut scales = vec![1.0f32; r];
+        match (scales_in, sizes_in) {
+            (Some(sc), None) => {
+                if sc.len() != axes.len() {
+                    return Err(eval_err(OP, format!("{} scales for {} axes", sc.len(), axes.len())));
+                }
+                for (k, &ax) in axes.iter().enumerate() {
+                    scales[ax] = sc[k];
+                    out[ax] = (x.shape()[ax] as f32 * sc[k]).floor() as usize;
+                }
+            }
+            (None, Some(sz)) => {
+                if sz.len() != axes.len() {
+                    return Err(eval_err(OP, format!("{} sizes for {} axes", sz.len(), axes.len())));
+                }
+                for (k, &ax) in axes.iter().enumerate() {
+                    let o = usize::try_from(sz[k]).map_err(|_| eval_err(OP, format!("negative size {}", sz[k])))?;
+                    out[ax] = o;
+                    scales[ax] = o as f32 / x.shape()[ax].max(1) as f32;
+                }
+            }
+            _ => return Err(eval_err(OP, "exactly one of scales and sizes must be given")),
+        }
+        let p = kernels::resize::ResizeParams {
+            output_shape: out,
+            scales,
+            mode: self.mode,
+            nearest_mode: self.nearest_mode,
+            coord: self.coord,
+            cubic_coeff_a: self.cubic_coeff_a,
+            exclude_outside: self.exclude_outside,
+        };
+        Ok(vec![Tensor::F32(kernels::resize::resize(&x.view(), &p)?)])
+    }
+}
+
+#[derive(Debug)]
+struct Pad {
+    mode: String,
+    attr: Option<(Vec<i64>, f32)>,
+}
+
+impl Op for Pad {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        const OP: &str = "Pad";
+        let x = input_f32(OP, inputs, 0)?;
+        let r = x.ndim();
+        let (pads, value, axes) = match &self.attr {
+            Some((p, v)) => (p.clone(), *v, None),
+            None => {
+                let p = super::input_i64s(OP, inputs, 1)?;
+                let v = match inputs.get(2).copied().flatten() {
+                    Some(t) => t.to_f64_vec()?.first().copied().unwrap_or(0.0) as f32,
+                    None => 0.0,
+                };
+                (p, v, opt_input_i64s(inputs, 3)?)
+            }
+        };
+        let axes: Vec<usize> = match axes {
+            Some(a) => a.iter().map(|&v| super::axis(OP, v, r)).collect::<Result<_, _>>()?,
+            None => (0..r).collect(),
+        };
+        if pads.len() != 2 * axes.len() {
+            return Err(eval_err(OP, format!("pads {pads:?} do not match {} axes", axes.len())));
+        }
+        let mut pb = vec![0i64; r];
+        let mut pe = vec![0i64; r];
+        for (k, &ax) in axes.iter().enumerate() {
+            pb[ax] = pads[k];
+            pe[ax] = pads[k + axes.len()];
+        }
+        let mode = match self.mode.as_str() {
+            "constant" => kernels::pad::PadMode::Constant(value),
+            "reflect" => kernels::pad::PadMode::Reflect,
+            "edge" => kernels::pad::PadMode::Edge,
+            _ => kernels::pad::PadMode::Wrap,
+        };
+        Ok(vec![Tensor::F32(kernels::pad::pad(&x.view(), &pb, &pe, mode)?)])
+    }
+}
+
+#[derive(Debug)]
+struct DepthToSpace {
+    blocksize: usize,
+    mode: kernels::layout::DepthToSpaceMode,
+}
+
+impl Op for DepthToSpace {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input_f32("DepthToSpace", inputs, 0)?;
+        Ok(vec![Tensor::F32(kernels::layout::depth_to_space(&x.view(), self.blocksize, self.mode)?)])
+    }
+}
+
 /// Builds an nn op, or `None` if `op` is not in this family.
 pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
     let b: Box<dyn Op> = match op {
@@ -411,6 +536,82 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
                 kind: NormKind::Layer { axis: a.int("axis", -1)? },
                 epsilon: a.float("epsilon", 1e-5)?,
             })
+        }
+        "Resize" | "Upsample" => {
+            use kernels::resize::{CoordTransform, NearestMode, ResizeMode};
+            let opset10 = a.opset() < 11;
+            if op == "Upsample" && a.opset() < 9 {
+                return Err(a.err("scales", "Upsample with a scales attribute (opset < 9) is not supported"));
+            }
+            let mode = match a.string("mode", "nearest")?.as_str() {
+                "nearest" => ResizeMode::Nearest,
+                "linear" | "bilinear" => ResizeMode::Linear,
+                "cubic" if !opset10 => ResizeMode::Cubic,
+                o => return Err(a.err("mode", format!("unsupported value '{o}'"))),
+            };
+            let (coord, nearest_mode) = if opset10 {
+                (CoordTransform::Asymmetric, NearestMode::Floor)
+            } else {
+                let c = match a.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
+                    "half_pixel" => CoordTransform::HalfPixel,
+                    "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
+                    "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+                    "align_corners" => CoordTransform::AlignCorners,
+                    "asymmetric" => CoordTransform::Asymmetric,
+                    o => return Err(a.err("coordinate_transformation_mode", format!("unsupported value '{o}'"))),
+                };
+                let n = match a.string("nearest_mode", "round_prefer_floor")?.as_str() {
+                    "round_prefer_floor" => NearestMode::RoundPreferFloor,
+                    "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                    "floor" => NearestMode::Floor,
+                    "ceil" => NearestMode::Ceil,
+                    o => return Err(a.err("nearest_mode", format!("unsupported value '{o}'"))),
+                };
+                (c, n)
+            };
+            if a.opset() >= 18 {
+                if a.int("antialias", 0)? != 0 {
+                    return Err(a.err("antialias", "antialiasing is not supported"));
+                }
+                if a.string("keep_aspect_ratio_policy", "stretch")? != "stretch" {
+                    return Err(a.err("keep_aspect_ratio_policy", "only 'stretch' is supported"));
+                }
+            }
+            a.float("extrapolation_value", 0.0)?;
+            Box::new(Resize {
+                opset10,
+                mode,
+                nearest_mode,
+                coord,
+                cubic_coeff_a: a.float("cubic_coeff_a", -0.75)?,
+                exclude_outside: a.int("exclude_outside", 0)? != 0,
+                axes: if a.opset() >= 18 { a.opt_ints("axes")? } else { None },
+            })
+        }
+        "Pad" => {
+            let mode = a.string("mode", "constant")?;
+            if !["constant", "reflect", "edge"].contains(&mode.as_str()) && !(mode == "wrap" && a.opset() >= 19) {
+                return Err(a.err("mode", format!("unsupported value '{mode}'")));
+            }
+            let attr = if a.opset() < 11 {
+                let pads = a.opt_ints(if a.opset() < 2 { "paddings" } else { "pads" })?.ok_or_else(|| a.err("pads", "required"))?;
+                Some((pads, a.float("value", 0.0)?))
+            } else {
+                None
+            };
+            Box::new(Pad { mode, attr })
+        }
+        "DepthToSpace" => {
+            let bs = a.int("blocksize", 0)?;
+            if bs < 1 {
+                return Err(a.err("blocksize", format!("must be >= 1, got {bs}")));
+            }
+            let mode = match a.string("mode", "DCR")?.as_str() {
+                "DCR" => kernels::layout::DepthToSpaceMode::Dcr,
+                "CRD" => kernels::layout::DepthToSpaceMode::Crd,
+                o => return Err(a.err("mode", format!("unsupported value '{o}'"))),
+            };
+            Box::new(DepthToSpace { blocksize: bs as usize, mode })
         }
         _ => return Ok(None),
     };

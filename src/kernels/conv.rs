@@ -461,6 +461,10 @@ fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
 
 /// Direct 2-D convolution where each output channel reads exactly one input channel
 /// (`C/groups == 1`): output channel `m` reads input channel `m / (M/groups)`.
+///
+/// Each plane is copied once into a zero-padded buffer whose rows are split into `stride_w`
+/// phases (`phase[q][t] = row[q + stride_w·t]`), so every kernel tap becomes a contiguous,
+/// vectorisable multiply-add over an output row.
 fn depthwise2d(
     x: &[f32],
     w: &[f32],
@@ -475,53 +479,62 @@ fn depthwise2d(
     let (kh, kw) = (geom.k_sp[0], geom.k_sp[1]);
     let (sh, sw) = (geom.strides[0], geom.strides[1]);
     let (dh, dw) = (geom.dil[0], geom.dil[1]);
-    let (ph, pw) = (geom.pb[0] as isize, geom.pb[1] as isize);
+    let (pt, pl) = (geom.pb[0], geom.pb[1]);
     let mult = m / c;
     let plane_in = ih * iw;
-    // Column ranges per kernel column, shared by all rows.
-    let ranges: Vec<(usize, usize, isize)> = (0..kw)
-        .map(|j| {
-            let off = (j * dw) as isize - pw;
-            let (lo, hi) = valid_range(ow, sw, off, iw);
-            (lo, hi, off)
-        })
-        .collect();
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane, o)| {
+    // Padded extent actually read by the windows.
+    let ph_rows = (oh - 1) * sh + (kh - 1) * dh + 1;
+    let pw_cols = (ow - 1) * sw + (kw - 1) * dw + 1;
+    let phase_len = pw_cols.div_ceil(sw);
+    let row_len = sw * phase_len;
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || vec![0f32; ph_rows * row_len],
+        |buf, (plane, o)| {
             let (ni, mi) = (plane / m, plane % m);
             let ci = mi / mult;
             let xp = &x[(ni * c + ci) * plane_in..(ni * c + ci + 1) * plane_in];
+            // Fill the padded, phase-split copy (zeros outside the input).
+            for r in 0..ph_rows {
+                let dst = &mut buf[r * row_len..(r + 1) * row_len];
+                let iy = r as isize - pt as isize;
+                if iy < 0 || iy >= ih as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &xp[iy as usize * iw..(iy as usize + 1) * iw];
+                for q in 0..sw {
+                    let ph = &mut dst[q * phase_len..(q + 1) * phase_len];
+                    for (t, v) in ph.iter_mut().enumerate() {
+                        let ix = (q + sw * t) as isize - pl as isize;
+                        *v = if ix >= 0 && (ix as usize) < iw {
+                            src[ix as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
             let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
             let b = bias.map_or(0.0, |b| b[mi]);
             o.fill(b);
             for y in 0..oh {
                 let orow = &mut o[y * ow..(y + 1) * ow];
                 for i in 0..kh {
-                    let iy = (y * sh + i * dh) as isize - ph;
-                    if iy < 0 || iy >= ih as isize {
-                        continue;
-                    }
-                    let xrow = &xp[iy as usize * iw..(iy as usize + 1) * iw];
-                    for (j, &(lo, hi, off)) in ranges.iter().enumerate() {
+                    let r = y * sh + i * dh;
+                    let prow = &buf[r * row_len..(r + 1) * row_len];
+                    for j in 0..kw {
                         let wv = wk[i * kw + j];
-                        if lo >= hi {
-                            continue;
-                        }
-                        let start = (lo as isize * sw as isize + off) as usize;
-                        if sw == 1 {
-                            for (ov, xv) in orow[lo..hi].iter_mut().zip(&xrow[start..]) {
-                                *ov += wv * xv;
-                            }
-                        } else {
-                            for (t, ov) in orow[lo..hi].iter_mut().enumerate() {
-                                *ov += wv * xrow[start + t * sw];
-                            }
+                        let off = j * dw;
+                        let (q, t0) = (off % sw, off / sw);
+                        let src = &prow[q * phase_len + t0..q * phase_len + t0 + ow];
+                        for (ov, xv) in orow.iter_mut().zip(src) {
+                            *ov += wv * xv;
                         }
                     }
                 }
             }
-        });
+        },
+    );
 }
 
 /// ONNX ConvTranspose (the gradient of Conv with respect to its input):

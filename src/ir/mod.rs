@@ -5,6 +5,7 @@
 //! interpret travel as [`Opaque`] bytes so export can reproduce them.
 
 pub mod dump;
+pub mod fold;
 pub mod graph;
 pub mod transform;
 pub mod verify;

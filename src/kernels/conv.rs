@@ -459,12 +459,39 @@ fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
         });
 }
 
+/// `y[i] += a · x[i]` over the common length; uses AVX2+FMA when the CPU has them (the choice
+/// is fixed per machine, so results stay deterministic).
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the required CPU features were detected at run time.
+            unsafe { axpy_avx2_fma(y, a, x) };
+            return;
+        }
+    }
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2_fma(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv = a.mul_add(*xv, *yv);
+    }
+}
+
 /// Direct 2-D convolution where each output channel reads exactly one input channel
 /// (`C/groups == 1`): output channel `m` reads input channel `m / (M/groups)`.
 ///
-/// Each plane is copied once into a zero-padded buffer whose rows are split into `stride_w`
-/// phases (`phase[q][t] = row[q + stride_w·t]`), so every kernel tap becomes a contiguous,
-/// vectorisable multiply-add over an output row.
+/// Each plane is copied once into a zero-padded buffer split into `stride_h × stride_w` phase
+/// sub-planes (`S[qr][qc][r][c] = padded[qr + stride_h·r][qc + stride_w·c]`). Every kernel tap
+/// then reads one sub-plane at a fixed offset, so it becomes a single contiguous multiply-add
+/// over an output plane whose rows are widened to the sub-plane width (extra columns are
+/// discarded). Taps are accumulated in kernel order.
 fn depthwise2d(
     x: &[f32],
     w: &[f32],
@@ -482,56 +509,64 @@ fn depthwise2d(
     let (pt, pl) = (geom.pb[0], geom.pb[1]);
     let mult = m / c;
     let plane_in = ih * iw;
-    // Padded extent actually read by the windows.
+    // Padded extent actually read by the windows, split into phases.
     let ph_rows = (oh - 1) * sh + (kh - 1) * dh + 1;
     let pw_cols = (ow - 1) * sw + (kw - 1) * dw + 1;
-    let phase_len = pw_cols.div_ceil(sw);
-    let row_len = sw * phase_len;
+    let sub_rows = ph_rows.div_ceil(sh) + 1; // one spare row absorbs the widened last row
+    let sub_cols = pw_cols.div_ceil(sw);
+    let sub_len = sub_rows * sub_cols;
+    let ext_len = oh * sub_cols;
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || vec![0f32; ph_rows * row_len],
-        |buf, (plane, o)| {
+        || (vec![0f32; sh * sw * sub_len], vec![0f32; ext_len]),
+        |(buf, ext), (plane, o)| {
             let (ni, mi) = (plane / m, plane % m);
             let ci = mi / mult;
             let xp = &x[(ni * c + ci) * plane_in..(ni * c + ci + 1) * plane_in];
-            // Fill the padded, phase-split copy (zeros outside the input).
+            buf.fill(0.0);
             for r in 0..ph_rows {
-                let dst = &mut buf[r * row_len..(r + 1) * row_len];
                 let iy = r as isize - pt as isize;
                 if iy < 0 || iy >= ih as isize {
-                    dst.fill(0.0);
                     continue;
                 }
                 let src = &xp[iy as usize * iw..(iy as usize + 1) * iw];
-                for q in 0..sw {
-                    let ph = &mut dst[q * phase_len..(q + 1) * phase_len];
-                    for (t, v) in ph.iter_mut().enumerate() {
-                        let ix = (q + sw * t) as isize - pl as isize;
-                        *v = if ix >= 0 && (ix as usize) < iw {
-                            src[ix as usize]
-                        } else {
-                            0.0
-                        };
+                let (qr, tr) = (r % sh, r / sh);
+                // Valid padded columns: those mapping into [0, iw).
+                let c_lo = pl.min(pw_cols);
+                let c_hi = (pl + iw).min(pw_cols);
+                if c_lo >= c_hi {
+                    continue;
+                }
+                for qc in 0..sw {
+                    // First valid padded column in phase qc, and its index within the phase.
+                    let col0 = c_lo + (qc + sw - c_lo % sw) % sw;
+                    if col0 >= c_hi {
+                        continue;
+                    }
+                    let n = (c_hi - col0).div_ceil(sw);
+                    let base = (qr * sw + qc) * sub_len + tr * sub_cols + col0 / sw;
+                    let dst = &mut buf[base..base + n];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[col0 - pl..col0 - pl + n]);
+                    } else {
+                        for (d, v) in dst.iter_mut().zip(src[col0 - pl..].iter().step_by(sw)) {
+                            *d = *v;
+                        }
                     }
                 }
             }
             let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
-            let b = bias.map_or(0.0, |b| b[mi]);
-            o.fill(b);
-            for y in 0..oh {
-                let orow = &mut o[y * ow..(y + 1) * ow];
-                for i in 0..kh {
-                    let r = y * sh + i * dh;
-                    let prow = &buf[r * row_len..(r + 1) * row_len];
-                    for j in 0..kw {
-                        let wv = wk[i * kw + j];
-                        let off = j * dw;
-                        let (q, t0) = (off % sw, off / sw);
-                        let src = &prow[q * phase_len + t0..q * phase_len + t0 + ow];
-                        for (ov, xv) in orow.iter_mut().zip(src) {
-                            *ov += wv * xv;
-                        }
-                    }
+            ext.fill(bias.map_or(0.0, |b| b[mi]));
+            for i in 0..kh {
+                let (qr, tr0) = ((i * dh) % sh, (i * dh) / sh);
+                for j in 0..kw {
+                    let (qc, tc0) = ((j * dw) % sw, (j * dw) / sw);
+                    let sub = &buf[(qr * sw + qc) * sub_len..(qr * sw + qc + 1) * sub_len];
+                    let start = tr0 * sub_cols + tc0;
+                    axpy(ext, wk[i * kw + j], &sub[start..start + ext_len]);
                 }
+            }
+            for (y, orow) in o.chunks_mut(ow).enumerate() {
+                orow.copy_from_slice(&ext[y * sub_cols..y * sub_cols + ow]);
             }
         },
     );
@@ -875,6 +910,18 @@ mod tests {
                     pads_begin: vec![4, 2],
                     pads_end: vec![4, 2],
                     groups: 4,
+                },
+            ),
+            // depthwise, unequal strides, width dilation, asymmetric pads
+            (
+                vec![1, 2, 13, 11],
+                vec![2, 1, 3, 4],
+                Conv2dParams {
+                    strides: vec![3, 2],
+                    dilations: vec![1, 3],
+                    pads_begin: vec![0, 2],
+                    pads_end: vec![2, 1],
+                    groups: 2,
                 },
             ),
             // pointwise

@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions and printing. No algorithms live here; each
 //! subcommand module parses its arguments and calls into the library.
 
+pub mod inspect;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build information.
     Version,
+    /// Summarise a model: opsets, op histogram, parameters, MACs, unsupported ops.
+    Inspect(inspect::InspectArgs),
     /// Run a model on .npz inputs keyed by input name.
     Run(run::RunArgs),
 }
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Run(a) => run::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Version => {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -4,9 +4,11 @@
 pub mod calib;
 pub mod cli;
 pub mod data;
+pub mod interp;
 pub mod ir;
 pub mod kernels;
 pub mod onnx;
+pub mod ops;
 pub mod tensor;
 pub mod metrics;
 pub mod util;

@@ -159,7 +159,7 @@ impl std::fmt::Display for DType {
 }
 
 /// Error for tensor conversions and construction.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum TensorError {
     #[error("shape {shape:?} needs {expected} elements but {got} were given")]
     ElementCount {
@@ -572,5 +572,90 @@ mod tests {
         let f4 = decode_packed(DType::F4E2M1, 2, &[0xF1]).expect("fp4");
         assert_eq!(f4, vec![0.5, -6.0]);
         assert!(Tensor::from_le_bytes(DType::F32, &[3], &[0; 8]).is_err());
+    }
+}
+
+/// Reading and writing `.npz` archives of tensors (ndarray-npy), keyed by array name.
+pub mod npz {
+    use super::Tensor;
+    use ndarray::ArrayD;
+    use ndarray_npy::{NpzReader, NpzWriter};
+    use std::path::{Path, PathBuf};
+
+    /// Error reading or writing an npz file.
+    #[derive(Debug, thiserror::Error)]
+    pub enum NpzError {
+        #[error("cannot open {path}: {source}")]
+        Io {
+            path: PathBuf,
+            source: std::io::Error,
+        },
+        #[error("{path}: not a readable npz archive: {reason}")]
+        Format { path: PathBuf, reason: String },
+        #[error("{path}: array '{name}' has an unsupported dtype (float32/64, int64/32/8, uint8, bool are supported)")]
+        Dtype { path: PathBuf, name: String },
+        #[error("cannot write npz: {0}")]
+        Write(String),
+    }
+
+    /// Reads every array of an npz file, in archive order.
+    pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>, NpzError> {
+        let f = std::fs::File::open(path).map_err(|source| NpzError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let fmt = |e: &dyn std::fmt::Display| NpzError::Format {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let mut r = NpzReader::new(f).map_err(|e| fmt(&e))?;
+        let names = r.names().map_err(|e| fmt(&e))?;
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            let key = n.strip_suffix(".npy").unwrap_or(&n).to_string();
+            macro_rules! attempt {
+                ($t:ty, $v:ident) => {
+                    if let Ok(a) = r.by_name::<ndarray::OwnedRepr<$t>, ndarray::IxDyn>(&n) {
+                        out.push((key, Tensor::$v(a)));
+                        continue;
+                    }
+                };
+            }
+            attempt!(f32, F32);
+            attempt!(f64, F64);
+            attempt!(i64, I64);
+            attempt!(i32, I32);
+            attempt!(i8, I8);
+            attempt!(u8, U8);
+            attempt!(bool, Bool);
+            return Err(NpzError::Dtype {
+                path: path.to_path_buf(),
+                name: key,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Serializes tensors into npz bytes (compressed).
+    pub fn to_bytes(arrays: &[(String, Tensor)]) -> Result<Vec<u8>, NpzError> {
+        let mut w = NpzWriter::new_compressed(std::io::Cursor::new(Vec::new()));
+        let err = |e: &dyn std::fmt::Display| NpzError::Write(e.to_string());
+        for (name, t) in arrays {
+            match t {
+                Tensor::F32(a) => w.add_array(name.as_str(), a),
+                Tensor::F64(a) => w.add_array(name.as_str(), a),
+                Tensor::I64(a) => w.add_array(name.as_str(), a),
+                Tensor::I32(a) => w.add_array(name.as_str(), a),
+                Tensor::I8(a) => w.add_array(name.as_str(), a),
+                Tensor::U8(a) => w.add_array(name.as_str(), a),
+                Tensor::Bool(a) => w.add_array(name.as_str(), a),
+                Tensor::Packed { .. } => {
+                    let a: ArrayD<f32> = t.to_f32().map_err(|e| err(&e))?;
+                    w.add_array(name.as_str(), &a)
+                }
+            }
+            .map_err(|e| err(&e))?;
+        }
+        Ok(w.finish().map_err(|e| err(&e))?.into_inner())
     }
 }

@@ -1,6 +1,9 @@
 //! Command-line interface: clap definitions and printing. No algorithms live here; each
 //! subcommand module parses its arguments and calls into the library.
 
+pub mod inspect;
+pub mod run;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build information.
     Version,
+    /// Summarise a model: opsets, op histogram, parameters, MACs, unsupported ops.
+    Inspect(inspect::InspectArgs),
+    /// Run a model on .npz inputs keyed by input name.
+    Run(run::RunArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -47,6 +54,8 @@ pub fn main() -> ExitCode {
 
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Run(a) => run::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Version => {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

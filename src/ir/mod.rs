@@ -5,6 +5,7 @@
 //! interpret travel as [`Opaque`] bytes so export can reproduce them.
 
 pub mod dump;
+pub mod fold;
 pub mod graph;
 pub mod transform;
 pub mod verify;
@@ -155,11 +156,10 @@ pub enum IrError {
         constant: Vec<usize>,
         declared: String,
     },
-    #[error("after transform '{pass}': {source}")]
+    #[error("after transform '{pass}': {error}")]
     AfterPass {
         pass: String,
-        #[source]
-        source: Box<IrError>,
+        error: Box<IrError>,
     },
     #[error("transform '{pass}' failed at node {node}: {reason}")]
     Transform {

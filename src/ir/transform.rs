@@ -12,7 +12,7 @@ where
     f(g)?;
     super::verify::verify(g).map_err(|e| IrError::AfterPass {
         pass: pass.to_string(),
-        source: Box::new(e),
+        error: Box::new(e),
     })
 }
 

@@ -459,8 +459,39 @@ fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
         });
 }
 
+/// `y[i] += a · x[i]` over the common length; uses AVX2+FMA when the CPU has them (the choice
+/// is fixed per machine, so results stay deterministic).
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the required CPU features were detected at run time.
+            unsafe { axpy_avx2_fma(y, a, x) };
+            return;
+        }
+    }
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2_fma(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv = a.mul_add(*xv, *yv);
+    }
+}
+
 /// Direct 2-D convolution where each output channel reads exactly one input channel
 /// (`C/groups == 1`): output channel `m` reads input channel `m / (M/groups)`.
+///
+/// Each plane is copied once into a zero-padded buffer split into `stride_h × stride_w` phase
+/// sub-planes (`S[qr][qc][r][c] = padded[qr + stride_h·r][qc + stride_w·c]`). Every kernel tap
+/// then reads one sub-plane at a fixed offset, so it becomes a single contiguous multiply-add
+/// over an output plane whose rows are widened to the sub-plane width (extra columns are
+/// discarded). Taps are accumulated in kernel order.
 fn depthwise2d(
     x: &[f32],
     w: &[f32],
@@ -475,53 +506,70 @@ fn depthwise2d(
     let (kh, kw) = (geom.k_sp[0], geom.k_sp[1]);
     let (sh, sw) = (geom.strides[0], geom.strides[1]);
     let (dh, dw) = (geom.dil[0], geom.dil[1]);
-    let (ph, pw) = (geom.pb[0] as isize, geom.pb[1] as isize);
+    let (pt, pl) = (geom.pb[0], geom.pb[1]);
     let mult = m / c;
     let plane_in = ih * iw;
-    // Column ranges per kernel column, shared by all rows.
-    let ranges: Vec<(usize, usize, isize)> = (0..kw)
-        .map(|j| {
-            let off = (j * dw) as isize - pw;
-            let (lo, hi) = valid_range(ow, sw, off, iw);
-            (lo, hi, off)
-        })
-        .collect();
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(plane, o)| {
+    // Padded extent actually read by the windows, split into phases.
+    let ph_rows = (oh - 1) * sh + (kh - 1) * dh + 1;
+    let pw_cols = (ow - 1) * sw + (kw - 1) * dw + 1;
+    let sub_rows = ph_rows.div_ceil(sh) + 1; // one spare row absorbs the widened last row
+    let sub_cols = pw_cols.div_ceil(sw);
+    let sub_len = sub_rows * sub_cols;
+    let ext_len = oh * sub_cols;
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || (vec![0f32; sh * sw * sub_len], vec![0f32; ext_len]),
+        |(buf, ext), (plane, o)| {
             let (ni, mi) = (plane / m, plane % m);
             let ci = mi / mult;
             let xp = &x[(ni * c + ci) * plane_in..(ni * c + ci + 1) * plane_in];
-            let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
-            let b = bias.map_or(0.0, |b| b[mi]);
-            o.fill(b);
-            for y in 0..oh {
-                let orow = &mut o[y * ow..(y + 1) * ow];
-                for i in 0..kh {
-                    let iy = (y * sh + i * dh) as isize - ph;
-                    if iy < 0 || iy >= ih as isize {
+            buf.fill(0.0);
+            for r in 0..ph_rows {
+                let iy = r as isize - pt as isize;
+                if iy < 0 || iy >= ih as isize {
+                    continue;
+                }
+                let src = &xp[iy as usize * iw..(iy as usize + 1) * iw];
+                let (qr, tr) = (r % sh, r / sh);
+                // Valid padded columns: those mapping into [0, iw).
+                let c_lo = pl.min(pw_cols);
+                let c_hi = (pl + iw).min(pw_cols);
+                if c_lo >= c_hi {
+                    continue;
+                }
+                for qc in 0..sw {
+                    // First valid padded column in phase qc, and its index within the phase.
+                    let col0 = c_lo + (qc + sw - c_lo % sw) % sw;
+                    if col0 >= c_hi {
                         continue;
                     }
-                    let xrow = &xp[iy as usize * iw..(iy as usize + 1) * iw];
-                    for (j, &(lo, hi, off)) in ranges.iter().enumerate() {
-                        let wv = wk[i * kw + j];
-                        if lo >= hi {
-                            continue;
-                        }
-                        let start = (lo as isize * sw as isize + off) as usize;
-                        if sw == 1 {
-                            for (ov, xv) in orow[lo..hi].iter_mut().zip(&xrow[start..]) {
-                                *ov += wv * xv;
-                            }
-                        } else {
-                            for (t, ov) in orow[lo..hi].iter_mut().enumerate() {
-                                *ov += wv * xrow[start + t * sw];
-                            }
+                    let n = (c_hi - col0).div_ceil(sw);
+                    let base = (qr * sw + qc) * sub_len + tr * sub_cols + col0 / sw;
+                    let dst = &mut buf[base..base + n];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[col0 - pl..col0 - pl + n]);
+                    } else {
+                        for (d, v) in dst.iter_mut().zip(src[col0 - pl..].iter().step_by(sw)) {
+                            *d = *v;
                         }
                     }
                 }
             }
-        });
+            let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
+            ext.fill(bias.map_or(0.0, |b| b[mi]));
+            for i in 0..kh {
+                let (qr, tr0) = ((i * dh) % sh, (i * dh) / sh);
+                for j in 0..kw {
+                    let (qc, tc0) = ((j * dw) % sw, (j * dw) / sw);
+                    let sub = &buf[(qr * sw + qc) * sub_len..(qr * sw + qc + 1) * sub_len];
+                    let start = tr0 * sub_cols + tc0;
+                    axpy(ext, wk[i * kw + j], &sub[start..start + ext_len]);
+                }
+            }
+            for (y, orow) in o.chunks_mut(ow).enumerate() {
+                orow.copy_from_slice(&ext[y * sub_cols..y * sub_cols + ow]);
+            }
+        },
+    );
 }
 
 /// ONNX ConvTranspose (the gradient of Conv with respect to its input):
@@ -862,6 +910,18 @@ mod tests {
                     pads_begin: vec![4, 2],
                     pads_end: vec![4, 2],
                     groups: 4,
+                },
+            ),
+            // depthwise, unequal strides, width dilation, asymmetric pads
+            (
+                vec![1, 2, 13, 11],
+                vec![2, 1, 3, 4],
+                Conv2dParams {
+                    strides: vec![3, 2],
+                    dilations: vec![1, 3],
+                    pads_begin: vec![0, 2],
+                    pads_end: vec![2, 1],
+                    groups: 2,
                 },
             ),
             // pointwise

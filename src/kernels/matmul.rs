@@ -258,7 +258,20 @@ pub fn matmul(
         .ok_or_else(|| shape_err("MatMul", "operand B not contiguous"))?;
     let nb: usize = batch.iter().product();
     let mut out = vec![0f32; nb * m * n];
-    if m * n > 0 {
+    if br == 2 && m * n > 0 {
+        // B is shared by every batch element: one product with the batch folded into rows.
+        sgemm(
+            nb * m,
+            k,
+            n,
+            1.0,
+            MatRef::row_major(a_data, k),
+            MatRef::row_major(b_data, n),
+            &mut out,
+            n,
+            false,
+        )?;
+    } else if m * n > 0 {
         out.par_chunks_mut(m * n)
             .enumerate()
             .try_for_each(|(i, c)| {

@@ -32,11 +32,15 @@
 //!   indices (diagonals), summed-out indices; evaluated pairwise via batched GEMM).
 
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
+pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod pad;
 pub mod pool;
 pub mod reduce;
+pub mod resize;
 
 /// Error returned by every kernel: the operand or parameter that is inconsistent, with the
 /// offending values.

@@ -193,8 +193,11 @@ fn pool(
                 let xp = &xd[pi * in_plane..(pi + 1) * in_plane];
                 let mut oidx = vec![0usize; r];
                 let mut tidx = vec![0usize; r];
+                let mut lists: Vec<&[usize]> = vec![&[]; r];
                 for ov in o.iter_mut() {
-                    let lists: Vec<&Vec<usize>> = (0..r).map(|i| &dims[i].taps[oidx[i]]).collect();
+                    for (i, l) in lists.iter_mut().enumerate() {
+                        *l = &dims[i].taps[oidx[i]];
+                    }
                     let valid: usize = lists.iter().map(|l| l.len()).product();
                     let mut acc = if kind == PoolKind::Max {
                         f32::NEG_INFINITY

@@ -83,9 +83,9 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, what: &str) -> Result<M
         meta,
         opaque,
     };
-    crate::ir::verify::verify(&model.graph).map_err(|source| OnnxError::Graph {
+    crate::ir::verify::verify(&model.graph).map_err(|error| OnnxError::Graph {
         path: what.to_string(),
-        source,
+        error,
     })?;
     Ok(model)
 }
@@ -140,9 +140,9 @@ fn import_graph(ctx: &Ctx, mut gp: GraphProto) -> Result<Graph, OnnxError> {
     }
     for np in nodes {
         let node = import_node(ctx, np, &by_name, &g)?;
-        g.add_node(node).map_err(|source| OnnxError::Graph {
+        g.add_node(node).map_err(|error| OnnxError::Graph {
             path: ctx.what.to_string(),
-            source,
+            error,
         })?;
     }
     for vi in outputs {
@@ -151,7 +151,7 @@ fn import_graph(ctx: &Ctx, mut gp: GraphProto) -> Result<Graph, OnnxError> {
             None => {
                 return Err(OnnxError::Graph {
                     path: ctx.what.to_string(),
-                    source: crate::ir::IrError::UndefinedOutput { value: vi.name },
+                    error: crate::ir::IrError::UndefinedOutput { value: vi.name },
                 })
             }
         };
@@ -263,7 +263,7 @@ fn import_node(
             None => {
                 return Err(OnnxError::Graph {
                     path: ctx.what.to_string(),
-                    source: crate::ir::IrError::Undefined {
+                    error: crate::ir::IrError::Undefined {
                         node: label,
                         value: i.clone(),
                     },
@@ -280,7 +280,7 @@ fn import_node(
             if let Some((p, _)) = g.producer(id) {
                 return Err(OnnxError::Graph {
                     path: ctx.what.to_string(),
-                    source: crate::ir::IrError::MultipleProducers {
+                    error: crate::ir::IrError::MultipleProducers {
                         value: o.clone(),
                         first: g.node(p).label(),
                         second: label,

@@ -49,11 +49,10 @@ pub enum OnnxError {
         attr: String,
         reason: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Graph {
         path: String,
-        #[source]
-        source: crate::ir::IrError,
+        error: crate::ir::IrError,
     },
     #[error("cannot serialize model: {0}")]
     Encode(String),

@@ -9,6 +9,7 @@ pub mod ir;
 pub mod kernels;
 pub mod onnx;
 pub mod ops;
+pub mod quant;
 pub mod tensor;
 pub mod metrics;
 pub mod util;

@@ -2,6 +2,7 @@
 //! subcommand module parses its arguments and calls into the library.
 
 pub mod inspect;
+pub mod quantize;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a model on .npz inputs keyed by input name.
     Run(run::RunArgs),
+    /// Calibrate, quantize, evaluate and export a model.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Run(a) => run::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Version => {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));

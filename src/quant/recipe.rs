@@ -109,9 +109,8 @@ pub struct Recipe {
     pub bias: BiasMode,
     /// Integer activations observed non-negative become unsigned (same bits, one more level).
     pub unsigned_acts: bool,
-    /// Also quantize the outputs of every other op (adds, pooling, norms) with the activation
-    /// format.
-    pub quantize_outputs: bool,
+    /// Function-preserving passes run before calibration, in order.
+    pub passes: Vec<String>,
     /// Calibration samples (`None` = all).
     pub calib_samples: Option<usize>,
     /// Batch size for calibration and evaluation.
@@ -140,7 +139,7 @@ impl Default for Recipe {
             scale: ScaleKind::Float,
             bias: BiasMode::Float,
             unsigned_acts: true,
-            quantize_outputs: false,
+            passes: vec!["fold-batch-norm".into()],
             calib_samples: None,
             batch_size: 64,
             seed: 0,

@@ -45,6 +45,20 @@ pub const PRE_PASSES: &[&str] = &["fold-batch-norm"];
 /// Applies the function-preserving preparation passes named in `passes` (in order).
 pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, QuantizeError> {
     let mut log = Vec::new();
+    // Old (IR < 4) files list every initializer as a graph input too; for quantization they are
+    // weights, so they stop being overridable inputs (the export then needs IR ≥ 4).
+    let g = &mut model.graph;
+    let before = g.inputs.len();
+    let consts: Vec<ValueId> = g.inputs.iter().copied().filter(|&v| g.value(v).constant.is_some()).collect();
+    g.inputs.retain(|v| !consts.contains(v));
+    if g.inputs.len() != before {
+        log.push(format!("{} initializer-backed graph inputs treated as weights", before - g.inputs.len()));
+        model.meta.ir_version = model.meta.ir_version.max(4);
+    }
+    let folded = crate::ir::fold::fold_constants(model).map_err(model_err)?;
+    if folded > 0 {
+        log.push(format!("constant folding: {folded} nodes folded"));
+    }
     for p in passes {
         match p.as_str() {
             "fold-batch-norm" => {

@@ -70,7 +70,8 @@ fn int_attr(model: &Model, node: NodeId, name: &str) -> Option<i64> {
 
 fn is_const(model: &Model, v: ValueId) -> bool {
     let g = &model.graph;
-    g.value(v).constant.is_some() && g.producer(v).is_none() && !g.is_input(v)
+    // Initializers count as weights even when an old (IR < 4) model also lists them as inputs.
+    g.value(v).constant.is_some() && g.producer(v).is_none()
 }
 
 fn rank(model: &Model, v: ValueId) -> Option<usize> {

@@ -77,6 +77,13 @@ pub struct QuantizeArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also run mfq's simulation of the quantized model on these inputs (.npz keyed by input
+    /// name) and write its outputs to `--simulate-out` (for cross-checking other runtimes).
+    #[arg(long, requires = "simulate_out")]
+    pub simulate_in: Option<PathBuf>,
+    /// Where `--simulate-in` outputs go (.npz keyed by output name).
+    #[arg(long, requires = "simulate_in")]
+    pub simulate_out: Option<PathBuf>,
 }
 
 fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
@@ -186,6 +193,18 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         inputs.push(p.as_path());
     }
     crate::onnx::save(&exported, &args.output, &inputs)?;
+    if let (Some(si), Some(so)) = (&args.simulate_in, &args.simulate_out) {
+        let interp = crate::interp::Interpreter::new(&result.sim)?;
+        let feeds: Vec<(String, crate::tensor::Tensor)> = crate::tensor::npz::read(si)?
+            .into_iter()
+            .map(|(k, t)| (k.strip_prefix("in:").unwrap_or(&k).to_string(), t))
+            .collect();
+        let outs = interp.run_batched(&feeds, None)?;
+        let bytes = crate::tensor::npz::to_bytes(&outs)?;
+        let mut ins = inputs.clone();
+        ins.push(si.as_path());
+        crate::util::atomic::write_atomic(so, &bytes, &ins)?;
+    }
     if let Some(e) = &eval_report {
         print_summary(e);
     }

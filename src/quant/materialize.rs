@@ -650,6 +650,8 @@ fn insert_qdq_weight(m: &mut Model, wq: &WeightQuant, opset: i64, what: &str) ->
             };
             attrs.push(attr_i("axis", axis as i64));
             attrs.push(attr_i("block_size", bs as i64));
+            // At opset 24 DequantizeLinear outputs the scale's type unless told otherwise.
+            attrs.push(attr_i("output_dtype", 1));
             let st = Tensor::Packed { dtype: DType::F8E8M0, shape: sshape, data: exps, strings: vec![] };
             let c = add_const(m, &format!("{base}_quantized"), Tensor::Packed { dtype: dt, shape: shape.clone(), data, strings: vec![] });
             let s = add_const(m, &format!("{base}_scale"), st);

@@ -4,6 +4,13 @@
 pub mod calib;
 pub mod cli;
 pub mod data;
+pub mod interp;
+pub mod ir;
+pub mod kernels;
+pub mod onnx;
+pub mod ops;
+pub mod quant;
+pub mod tensor;
 pub mod metrics;
 pub mod sweep;
 pub mod util;

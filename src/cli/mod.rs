@@ -3,6 +3,9 @@
 
 pub mod check;
 pub mod sweep;
+pub mod inspect;
+pub mod quantize;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +33,12 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Compare sweep results with a baseline (exit 0 ok, 1 regression, 2 unusable input).
     Check(check::CheckArgs),
+    /// Summarise a model: opsets, op histogram, parameters, MACs, unsupported ops.
+    Inspect(inspect::InspectArgs),
+    /// Run a model on .npz inputs keyed by input name.
+    Run(run::RunArgs),
+    /// Calibrate, quantize, evaluate and export a model.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -50,7 +59,7 @@ pub fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
@@ -58,6 +67,9 @@ pub fn main() -> ExitCode {
 
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Run(a) => run::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Version => {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -66,4 +78,20 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => sweep::run(args),
         Command::Check(args) => check::run(args),
     }
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message before it
+/// already contains (library errors often embed their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }

@@ -1,0 +1,260 @@
+//! `mfq quantize MODEL -o OUT --weights FMT --acts FMT [...]`: calibrate, quantize, evaluate
+//! against float and export QDQ or QONNX, with a JSON report that reproduces the run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::data::Dataset;
+use crate::quant::recipe::{BiasMode, ExportStyle, Granularity, ScaleKind};
+use crate::quant::{self, Recipe};
+
+/// Arguments of `mfq quantize`. Flags override the `--config` recipe.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Float ONNX model.
+    pub model: PathBuf,
+    /// Quantized ONNX model to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Weight format of compute layers (e.g. int4, e2m1, fp8-e4m3fn, mxfp4).
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// Input-activation format of compute layers (e.g. int8, e4m3).
+    #[arg(long)]
+    pub acts: Option<String>,
+    /// Format of the first and last compute layers (weights and inputs).
+    #[arg(long)]
+    pub first_last: Option<String>,
+    /// Calibration data: .npz keyed by input names, .npy (single input) or an image folder.
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Evaluation data (same forms; `labels` array enables top-1/top-5).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Activation clipping: minmax, percentile[:P], mse[:NORM], kl.
+    #[arg(long)]
+    pub calib_method: Option<String>,
+    /// Weight scale granularity.
+    #[arg(long, value_parser = ["per-channel", "per-tensor"])]
+    pub granularity: Option<String>,
+    /// Scales: float or pow2.
+    #[arg(long, value_parser = ["float", "pow2"])]
+    pub scale: Option<String>,
+    /// Bias: float or int32 (at scale s_w·s_a).
+    #[arg(long, value_parser = ["float", "int32"])]
+    pub bias: Option<String>,
+    /// Keep integer activations signed even when non-negative.
+    #[arg(long)]
+    pub signed_acts: bool,
+    /// Calibration samples (default: all).
+    #[arg(long)]
+    pub calib_samples: Option<usize>,
+    /// Evaluation samples (default: all).
+    #[arg(long)]
+    pub eval_samples: Option<usize>,
+    /// Batch size for calibration and evaluation.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed for sample selection.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Comma-separated preparation passes (default: fold-batch-norm).
+    #[arg(long)]
+    pub passes: Option<String>,
+    /// TOML recipe file (same keys as the flags; per-layer overrides as [[override]]).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Export style: auto (QDQ when representable, else QONNX), qdq or qonnx.
+    #[arg(long, value_parser = ["auto", "qdq", "qonnx"])]
+    pub export: Option<String>,
+    /// Default-domain opset of the export.
+    #[arg(long)]
+    pub opset: Option<i64>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Also run mfq's simulation of the quantized model on these inputs (.npz keyed by input
+    /// name) and write its outputs to `--simulate-out` (for cross-checking other runtimes).
+    #[arg(long, requires = "simulate_out")]
+    pub simulate_in: Option<PathBuf>,
+    /// Where `--simulate-in` outputs go (.npz keyed by output name).
+    #[arg(long, requires = "simulate_in")]
+    pub simulate_out: Option<PathBuf>,
+}
+
+fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
+    let mut r = match &args.config {
+        Some(p) => Recipe::from_toml_file(p)?,
+        None => Recipe::default(),
+    };
+    if let Some(v) = &args.weights {
+        r.weights = v.clone();
+    }
+    if let Some(v) = &args.acts {
+        r.acts = v.clone();
+    }
+    if let Some(v) = &args.first_last {
+        r.first_last = Some(v.clone());
+    }
+    if let Some(v) = &args.calib_method {
+        r.calib_method = v.clone();
+    }
+    if let Some(v) = &args.granularity {
+        r.granularity = if v == "per-tensor" { Granularity::PerTensor } else { Granularity::PerChannel };
+    }
+    if let Some(v) = &args.scale {
+        r.scale = if v == "pow2" { ScaleKind::Pow2 } else { ScaleKind::Float };
+    }
+    if let Some(v) = &args.bias {
+        r.bias = if v == "int32" { BiasMode::Int32 } else { BiasMode::Float };
+    }
+    if args.signed_acts {
+        r.unsigned_acts = false;
+    }
+    if let Some(v) = args.calib_samples {
+        r.calib_samples = Some(v);
+    }
+    if let Some(v) = args.batch {
+        r.batch_size = v;
+    }
+    if let Some(v) = args.seed {
+        r.seed = v;
+    }
+    if let Some(v) = &args.passes {
+        r.passes = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    }
+    if let Some(v) = &args.export {
+        r.export = match v.as_str() {
+            "qdq" => ExportStyle::Qdq,
+            "qonnx" => ExportStyle::Qonnx,
+            _ => ExportStyle::Auto,
+        };
+    }
+    if let Some(v) = args.opset {
+        r.opset = Some(v);
+    }
+    r.resolve()?;
+    Ok(r)
+}
+
+fn open_data(path: &Path, model: &crate::ir::Model, samples: Option<usize>, seed: u64, what: &str) -> anyhow::Result<Dataset> {
+    let inputs = quant::pipeline::data_inputs(model);
+    let mut ds = Dataset::open(path, &inputs, None).with_context(|| format!("{what} data"))?;
+    if let Some(n) = samples {
+        if n == 0 {
+            bail!("--{what}-samples must be at least 1");
+        }
+        ds.select(n, Some(seed));
+    }
+    if ds.is_empty() {
+        bail!("{what} data {} holds no samples", path.display());
+    }
+    Ok(ds)
+}
+
+/// Runs `mfq quantize`.
+pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let recipe = recipe_from(&args)?;
+    if crate::util::atomic::same_file(&args.model, &args.output) {
+        bail!("refusing to overwrite the input model {}", args.model.display());
+    }
+    let mut model = crate::onnx::load(&args.model)?;
+    let prepare_log = quant::prepare(&mut model, &recipe.passes)?;
+    let calib_path = args
+        .calib
+        .as_ref()
+        .context("--calib DATA is required (activation scales come from calibration data)")?;
+    let calib = open_data(calib_path, &model, recipe.calib_samples, recipe.seed, "calib")?;
+    let eval = match &args.eval {
+        Some(p) => Some(open_data(p, &model, args.eval_samples, recipe.seed, "eval")?),
+        None => None,
+    };
+    let t_cal = Instant::now();
+    let mut result = quant::quantize(&model, &recipe, &calib)?;
+    result.prepare_log = prepare_log;
+    let calib_s = t_cal.elapsed().as_secs_f64();
+    let t_eval = Instant::now();
+    let eval_report = match &eval {
+        Some(ds) => Some(quant::evaluate(&result, ds, recipe.batch_size)?),
+        None => None,
+    };
+    let eval_s = t_eval.elapsed().as_secs_f64();
+    let (exported, style, opset) = quant::export(&result, recipe.export, recipe.opset)?;
+    let mut inputs: Vec<&Path> = vec![args.model.as_path(), calib_path.as_path()];
+    if let Some(p) = &args.eval {
+        inputs.push(p.as_path());
+    }
+    if let Some(p) = &args.config {
+        inputs.push(p.as_path());
+    }
+    crate::onnx::save(&exported, &args.output, &inputs)?;
+    if let (Some(si), Some(so)) = (&args.simulate_in, &args.simulate_out) {
+        let interp = crate::interp::Interpreter::new(&result.sim)?;
+        let feeds: Vec<(String, crate::tensor::Tensor)> = crate::tensor::npz::read(si)?
+            .into_iter()
+            .map(|(k, t)| (k.strip_prefix("in:").unwrap_or(&k).to_string(), t))
+            .collect();
+        let outs = interp.run_batched(&feeds, None)?;
+        let bytes = crate::tensor::npz::to_bytes(&outs)?;
+        let mut ins = inputs.clone();
+        ins.push(si.as_path());
+        crate::util::atomic::write_atomic(so, &bytes, &ins)?;
+    }
+    if let Some(e) = &eval_report {
+        print_summary(e);
+    }
+    eprintln!(
+        "wrote {} ({style}, opset {opset}) in {:.2} s",
+        args.output.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(rp) = &args.report {
+        let report = serde_json::json!({
+            "schema": "mfq.quantize.report/1",
+            "mfq_version": env!("CARGO_PKG_VERSION"),
+            "model": args.model.display().to_string(),
+            "output": args.output.display().to_string(),
+            "calib": calib_path.display().to_string(),
+            "calib_samples": calib.len(),
+            "eval": args.eval.as_ref().map(|p| p.display().to_string()),
+            "recipe": recipe,
+            "prepare": result.prepare_log,
+            "export": { "style": style, "opset": opset },
+            "layers": result.layers,
+            "activations": result.quantized.acts.values().collect::<Vec<_>>(),
+            "evaluation": eval_report,
+            "timings_s": { "calibrate_quantize": calib_s, "evaluate": eval_s, "total": t0.elapsed().as_secs_f64() },
+        });
+        let text = serde_json::to_string_pretty(&report)?;
+        crate::util::atomic::write_atomic(rp, text.as_bytes(), &inputs)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.2} %", v * 100.0)).unwrap_or_else(|| "-".into())
+}
+
+fn print_summary(e: &quant::EvalReport) {
+    println!("evaluation on {} samples (output '{}')", e.samples, e.output);
+    println!("| metric | float | quantized |");
+    println!("|---|---|---|");
+    println!("| top-1 | {} | {} |", pct(e.float_top1), pct(e.quant_top1));
+    println!("| top-5 | {} | {} |", pct(e.float_top5), pct(e.quant_top5));
+    println!("top-1 agreement with float: {}", pct(e.top1_agreement));
+    println!("output SQNR {:.2} dB, cosine {:.5}", e.output_sqnr_db, e.output_cosine);
+    println!();
+    println!("| tensor | format | scale | SQNR alone (dB) | SQNR drift (dB) |");
+    println!("|---|---|---|---|---|");
+    for t in &e.tensors {
+        println!(
+            "| {} | {} | {:.4e} | {:.2} | {:.2} |",
+            t.tensor, t.format, t.scale, t.sqnr_alone_db, t.sqnr_drift_db
+        );
+    }
+}

@@ -1,0 +1,500 @@
+//! The interpreter: executes a model's graph on concrete tensors.
+//!
+//! [`Interpreter::new`] resolves every node to an executable op up front, so an unsupported op,
+//! attribute or opset is reported before anything runs, naming node, op, opset and attribute.
+//! A run walks a fixed topological plan and frees each intermediate tensor right after its last
+//! consumer. [`Observer`]s see every tensor produced (for calibration); the interpreter keeps no
+//! per-batch state, so observer memory is whatever the observer itself keeps.
+//!
+//! Batches: [`Interpreter::run_batched`] splits inputs along axis 0 into chunks (the model's
+//! fixed batch size when the file fixes it, otherwise halves) and runs the chunks on the rayon
+//! pool. The split depends only on the batch size, never on the thread count, so results are
+//! deterministic.
+
+use crate::ir::{Dim, IrError, Model, NodeId, ValueId};
+use crate::ops::{self, Op, OpError};
+use crate::tensor::{DType, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Errors building or running the interpreter.
+#[derive(Debug, thiserror::Error)]
+pub enum InterpError {
+    #[error("node {node}: op {domain}{op} (opset {opset}): {error}")]
+    Build {
+        node: String,
+        op: String,
+        domain: String,
+        opset: i64,
+        error: OpError,
+    },
+    #[error("node {node}: domain '{domain}' of op {op} has no opset import")]
+    NoOpset {
+        node: String,
+        op: String,
+        domain: String,
+    },
+    #[error("node {node} ({op}) failed: {error}")]
+    Eval {
+        node: String,
+        op: String,
+        error: OpError,
+    },
+    #[error("node {node} ({op}) produced {got} outputs, expected {expected}")]
+    OutputCount {
+        node: String,
+        op: String,
+        got: usize,
+        expected: usize,
+    },
+    #[error("missing input '{0}'")]
+    MissingInput(String),
+    #[error("'{0}' is not an input of the model (inputs: {1})")]
+    UnknownInput(String, String),
+    #[error("input '{name}': expected dtype {expected}, got {got}")]
+    InputDtype {
+        name: String,
+        expected: DType,
+        got: DType,
+    },
+    #[error("input '{name}': expected shape {expected}, got {got:?}")]
+    InputShape {
+        name: String,
+        expected: String,
+        got: Vec<usize>,
+    },
+    #[error("inputs disagree on the batch size: '{a}' has {na}, '{b}' has {nb}")]
+    BatchMismatch {
+        a: String,
+        na: usize,
+        b: String,
+        nb: usize,
+    },
+    #[error("graph output '{0}' was not computed")]
+    MissingOutput(String),
+    #[error(transparent)]
+    Graph(#[from] IrError),
+}
+
+/// Sees every tensor computed during a run (graph inputs included), in execution order.
+pub trait Observer {
+    /// Called once per produced tensor. `name` is the tensor's name in the graph.
+    fn observe(&mut self, value: ValueId, name: &str, tensor: &Tensor);
+}
+
+struct Step {
+    node: NodeId,
+    label: String,
+    op_type: String,
+    op: Box<dyn Op>,
+    inputs: Vec<Option<ValueId>>,
+    outputs: Vec<Option<ValueId>>,
+    /// Values whose last use is this step.
+    free: Vec<ValueId>,
+}
+
+/// Declared graph input.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// Tensor name.
+    pub name: String,
+    /// Value id.
+    pub value: ValueId,
+    /// Declared element type (when the file declares one).
+    pub dtype: Option<DType>,
+    /// Declared shape (when the file declares one).
+    pub shape: Option<Vec<Dim>>,
+}
+
+/// A compiled, reusable execution plan for one model.
+pub struct Interpreter {
+    steps: Vec<Step>,
+    n_values: usize,
+    consts: Vec<(ValueId, Arc<Tensor>)>,
+    names: Vec<String>,
+    inputs: Vec<InputSpec>,
+    outputs: Vec<(String, ValueId)>,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter")
+            .field("steps", &self.steps.len())
+            .field("inputs", &self.inputs)
+            .finish()
+    }
+}
+
+/// Resolves one node to an executable op at its domain's opset.
+pub fn build_op(model: &Model, id: NodeId) -> Result<Box<dyn Op>, InterpError> {
+    let node = model.graph.node(id);
+    let opset = model
+        .opset_for(&node.domain)
+        .or_else(|| ops::QONNX_DOMAINS.contains(&node.domain.as_str()).then_some(1))
+        .ok_or_else(|| InterpError::NoOpset {
+            node: node.label(),
+            op: node.op_type.clone(),
+            domain: node.domain.clone(),
+        })?;
+    ops::build(node, opset).map_err(|error| InterpError::Build {
+        node: node.label(),
+        op: node.op_type.clone(),
+        domain: if node.domain.is_empty() {
+            String::new()
+        } else {
+            format!("{}::", node.domain)
+        },
+        opset,
+        error,
+    })
+}
+
+impl Interpreter {
+    /// Compiles a plan for `model`. Fails on the first unsupported node.
+    pub fn new(model: &Model) -> Result<Interpreter, InterpError> {
+        let g = &model.graph;
+        crate::ir::verify::verify(g)?;
+        let order = g.topo_order()?;
+        let mut steps = Vec::with_capacity(order.len());
+        for id in order {
+            let op = build_op(model, id)?;
+            let node = g.node(id);
+            steps.push(Step {
+                node: id,
+                label: node.label(),
+                op_type: node.op_type.clone(),
+                op,
+                inputs: node.inputs.clone(),
+                outputs: node.outputs.clone(),
+                free: Vec::new(),
+            });
+        }
+        let n_values = g.value_count();
+        let mut consts = Vec::new();
+        let inputs: Vec<InputSpec> = g
+            .inputs
+            .iter()
+            .map(|&v| InputSpec {
+                name: g.value(v).name.clone(),
+                value: v,
+                dtype: g.value(v).dtype,
+                shape: g.value(v).shape.clone(),
+            })
+            .collect();
+        for v in g.value_ids() {
+            if let Some(c) = &g.value(v).constant {
+                if g.producer(v).is_none() {
+                    consts.push((v, c.clone()));
+                }
+            }
+        }
+        // Last use of each non-constant, non-output value.
+        let mut last: Vec<Option<usize>> = vec![None; n_values];
+        for (i, s) in steps.iter().enumerate() {
+            for v in s.inputs.iter().flatten() {
+                last[v.index()] = Some(i);
+            }
+        }
+        let keep: std::collections::HashSet<ValueId> = g
+            .outputs
+            .iter()
+            .copied()
+            .chain(consts.iter().map(|c| c.0))
+            .collect();
+        for v in g.value_ids() {
+            if let Some(i) = last[v.index()] {
+                if !keep.contains(&v) {
+                    steps[i].free.push(v);
+                }
+            }
+        }
+        Ok(Interpreter {
+            steps,
+            n_values,
+            consts,
+            names: g.value_ids().map(|v| g.value(v).name.clone()).collect(),
+            inputs,
+            outputs: g.outputs.iter().map(|&v| (g.value(v).name.clone(), v)).collect(),
+        })
+    }
+
+    /// Inputs the caller must feed (those without an initializer default come first in
+    /// `required`; inputs with defaults may be overridden).
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    /// Output names in graph order.
+    pub fn output_names(&self) -> Vec<String> {
+        self.outputs.iter().map(|o| o.0.clone()).collect()
+    }
+
+    fn is_defaulted(&self, v: ValueId) -> bool {
+        self.consts.iter().any(|c| c.0 == v)
+    }
+
+    /// Checks names, dtypes and non-batch dims of the given inputs.
+    fn check_inputs(&self, feeds: &[(String, Tensor)], batch_free: bool) -> Result<(), InterpError> {
+        for (name, t) in feeds {
+            let spec = self.inputs.iter().find(|s| &s.name == name).ok_or_else(|| {
+                InterpError::UnknownInput(
+                    name.clone(),
+                    self.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+                )
+            })?;
+            if let Some(d) = spec.dtype {
+                if d != t.dtype() {
+                    return Err(InterpError::InputDtype {
+                        name: name.clone(),
+                        expected: d,
+                        got: t.dtype(),
+                    });
+                }
+            }
+            if let Some(s) = &spec.shape {
+                let ok = s.len() == t.shape().len()
+                    && s.iter().zip(t.shape()).enumerate().all(|(i, (d, &n))| match d {
+                        Dim::Known(k) => *k == n || (i == 0 && batch_free),
+                        _ => true,
+                    });
+                if !ok {
+                    return Err(InterpError::InputShape {
+                        name: name.clone(),
+                        expected: crate::ir::dump::shape_str(Some(s)),
+                        got: t.shape().to_vec(),
+                    });
+                }
+            }
+        }
+        for s in &self.inputs {
+            if !self.is_defaulted(s.value) && !feeds.iter().any(|f| f.0 == s.name) {
+                return Err(InterpError::MissingInput(s.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs once on exactly the given inputs (shapes must match the declaration, including the
+    /// batch dimension when it is fixed). Returns outputs in graph order.
+    pub fn run(&self, feeds: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, InterpError> {
+        self.check_inputs(feeds, false)?;
+        self.exec(feeds, None)
+    }
+
+    /// Runs once and reports every produced tensor to `obs`.
+    pub fn run_observed(
+        &self,
+        feeds: &[(String, Tensor)],
+        obs: &mut dyn Observer,
+    ) -> Result<Vec<(String, Tensor)>, InterpError> {
+        self.check_inputs(feeds, false)?;
+        self.exec(feeds, Some(obs))
+    }
+
+    fn exec(
+        &self,
+        feeds: &[(String, Tensor)],
+        mut obs: Option<&mut dyn Observer>,
+    ) -> Result<Vec<(String, Tensor)>, InterpError> {
+        let mut vals: Vec<Option<Arc<Tensor>>> = vec![None; self.n_values];
+        for (v, c) in &self.consts {
+            vals[v.index()] = Some(c.clone());
+        }
+        for (name, t) in feeds {
+            if let Some(s) = self.inputs.iter().find(|s| &s.name == name) {
+                if let Some(o) = obs.as_deref_mut() {
+                    o.observe(s.value, name, t);
+                }
+                vals[s.value.index()] = Some(Arc::new(t.clone()));
+            }
+        }
+        for s in &self.steps {
+            let ins: Vec<Option<&Tensor>> = s
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|v| vals[v.index()].as_deref()))
+                .collect();
+            let outs = s.op.eval(&ins).map_err(|error| InterpError::Eval {
+                node: s.label.clone(),
+                op: s.op_type.clone(),
+                error,
+            })?;
+            if outs.len() < s.outputs.iter().filter(|o| o.is_some()).count() {
+                return Err(InterpError::OutputCount {
+                    node: s.label.clone(),
+                    op: s.op_type.clone(),
+                    got: outs.len(),
+                    expected: s.outputs.len(),
+                });
+            }
+            for (slot, t) in s.outputs.iter().zip(outs) {
+                if let Some(v) = slot {
+                    if let Some(o) = obs.as_deref_mut() {
+                        o.observe(*v, &self.names[v.index()], &t);
+                    }
+                    vals[v.index()] = Some(Arc::new(t));
+                }
+            }
+            for v in &s.free {
+                vals[v.index()] = None;
+            }
+            let _ = s.node;
+        }
+        self.outputs
+            .iter()
+            .map(|(name, v)| {
+                vals[v.index()]
+                    .as_ref()
+                    .map(|t| (name.clone(), (**t).clone()))
+                    .ok_or_else(|| InterpError::MissingOutput(name.clone()))
+            })
+            .collect()
+    }
+
+    /// Fixed batch size declared by the model (first input's first dim), if any.
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.inputs
+            .iter()
+            .find(|s| !self.is_defaulted(s.value))
+            .and_then(|s| s.shape.as_ref()?.first()?.known())
+    }
+
+    /// Runs a batch of any size: inputs are split along axis 0 into chunks of `chunk` samples
+    /// (default: the model's fixed batch, else half the batch), chunks run in parallel and the
+    /// outputs are concatenated along axis 0.
+    pub fn run_batched(
+        &self,
+        feeds: &[(String, Tensor)],
+        chunk: Option<usize>,
+    ) -> Result<Vec<(String, Tensor)>, InterpError> {
+        self.check_inputs(feeds, true)?;
+        let n = batch_size(feeds)?;
+        let chunk = chunk
+            .or(self.fixed_batch())
+            .unwrap_or_else(|| n.div_ceil(2))
+            .max(1);
+        if n <= chunk {
+            return self.run_unchecked_batch(feeds);
+        }
+        let starts: Vec<usize> = (0..n).step_by(chunk).collect();
+        use rayon::prelude::*;
+        let parts: Vec<Result<Vec<(String, Tensor)>, InterpError>> = starts
+            .par_iter()
+            .map(|&s| {
+                let sub: Vec<(String, Tensor)> = feeds
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), slice_batch(t, s, (s + chunk).min(n))?)))
+                    .collect::<Result<_, InterpError>>()?;
+                self.exec(&sub, None)
+            })
+            .collect();
+        let mut parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::new();
+        for (i, (name, _)) in self.outputs.iter().enumerate() {
+            let pieces: Vec<Tensor> = parts.iter_mut().map(|p| std::mem::replace(&mut p[i].1, Tensor::scalar_f32(0.0))).collect();
+            out.push((name.clone(), concat_batch(&pieces)?));
+        }
+        Ok(out)
+    }
+
+    fn run_unchecked_batch(&self, feeds: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, InterpError> {
+        self.exec(feeds, None)
+    }
+
+    /// Like [`Interpreter::run_batched`] but sequential, reporting every tensor of every chunk to
+    /// `obs` in chunk order.
+    pub fn run_batched_observed(
+        &self,
+        feeds: &[(String, Tensor)],
+        chunk: Option<usize>,
+        obs: &mut dyn Observer,
+    ) -> Result<Vec<(String, Tensor)>, InterpError> {
+        self.check_inputs(feeds, true)?;
+        let n = batch_size(feeds)?;
+        let chunk = chunk.or(self.fixed_batch()).unwrap_or(n).max(1);
+        let mut parts = Vec::new();
+        for s in (0..n).step_by(chunk) {
+            let sub: Vec<(String, Tensor)> = feeds
+                .iter()
+                .map(|(k, t)| Ok((k.clone(), slice_batch(t, s, (s + chunk).min(n))?)))
+                .collect::<Result<_, InterpError>>()?;
+            parts.push(self.exec(&sub, Some(obs))?);
+        }
+        let mut out = Vec::new();
+        for (i, (name, _)) in self.outputs.iter().enumerate() {
+            let pieces: Vec<Tensor> = parts.iter().map(|p| p[i].1.clone()).collect();
+            out.push((name.clone(), concat_batch(&pieces)?));
+        }
+        Ok(out)
+    }
+}
+
+fn batch_size(feeds: &[(String, Tensor)]) -> Result<usize, InterpError> {
+    let mut n: Option<(String, usize)> = None;
+    for (k, t) in feeds {
+        let b = t.shape().first().copied().unwrap_or(1);
+        match &n {
+            None => n = Some((k.clone(), b)),
+            Some((a, na)) if *na != b => {
+                return Err(InterpError::BatchMismatch {
+                    a: a.clone(),
+                    na: *na,
+                    b: k.clone(),
+                    nb: b,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(n.map(|x| x.1).unwrap_or(1))
+}
+
+fn slice_batch(t: &Tensor, s: usize, e: usize) -> Result<Tensor, InterpError> {
+    use ndarray::{Axis, Slice};
+    let sl = Slice::from(s..e);
+    Ok(match t {
+        Tensor::F32(a) => Tensor::F32(a.slice_axis(Axis(0), sl).to_owned()),
+        Tensor::F64(a) => Tensor::F64(a.slice_axis(Axis(0), sl).to_owned()),
+        Tensor::I64(a) => Tensor::I64(a.slice_axis(Axis(0), sl).to_owned()),
+        Tensor::I32(a) => Tensor::I32(a.slice_axis(Axis(0), sl).to_owned()),
+        Tensor::I8(a) => Tensor::I8(a.slice_axis(Axis(0), sl).to_owned()),
+        Tensor::U8(a) => Tensor::U8(a.slice_axis(Axis(0), sl).to_owned()),
+        Tensor::Bool(a) => Tensor::Bool(a.slice_axis(Axis(0), sl).to_owned()),
+        Tensor::Packed { dtype, .. } => {
+            return Err(InterpError::InputDtype {
+                name: "<batch>".into(),
+                expected: DType::F32,
+                got: *dtype,
+            })
+        }
+    })
+}
+
+fn concat_batch(parts: &[Tensor]) -> Result<Tensor, InterpError> {
+    let refs: Vec<Option<&Tensor>> = parts.iter().map(Some).collect();
+    let node = crate::ir::Node {
+        attrs: vec![crate::ir::Attr {
+            name: "axis".into(),
+            value: crate::ir::AttrValue::Int(0),
+        }],
+        ..crate::ir::Node::new("Concat", vec![], vec![])
+    };
+    let op = ops::build(&node, 13).map_err(|error| InterpError::Eval {
+        node: "<batch concat>".into(),
+        op: "Concat".into(),
+        error,
+    })?;
+    let mut out = op.eval(&refs).map_err(|error| InterpError::Eval {
+        node: "<batch concat>".into(),
+        op: "Concat".into(),
+        error,
+    })?;
+    out.pop().ok_or_else(|| InterpError::MissingOutput("<batch concat>".into()))
+}
+
+/// Convenience: feeds as a name → tensor map.
+pub fn feeds_from_map(m: HashMap<String, Tensor>) -> Vec<(String, Tensor)> {
+    let mut v: Vec<_> = m.into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}

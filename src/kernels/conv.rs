@@ -1,0 +1,1134 @@
+//! Convolution kernels: ONNX Conv (N-d, groups, strides, dilations, explicit pads, bias) and
+//! ConvTranspose.
+//!
+//! Conv lowers each (image, group) to `W_g[M/g, C/g·∏k] × col[C/g·∏k, ∏out]` with an im2col
+//! buffer; a 1×1 kernel with unit strides and no padding uses the input directly. Convolutions
+//! where every group sees one input channel (depthwise, any channel multiplier) and have two
+//! spatial dimensions (1-D is promoted to 2-D) use a direct kernel instead. Images of a batch run
+//! in parallel; each output element is produced by one task with a fixed summation order.
+
+use super::matmul::{sgemm, MatRef};
+use super::{param_err, shape_err, KernelError};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use rayon::prelude::*;
+
+/// Normalised attributes of ONNX Conv. All vectors have one entry per spatial dimension; the
+/// caller resolves `auto_pad` (SAME_UPPER/SAME_LOWER/VALID) into explicit pads and fills defaults
+/// (strides 1, dilations 1, pads 0, groups 1). ONNX `pads` = `[pads_begin..., pads_end...]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Stride per spatial dimension.
+    pub strides: Vec<usize>,
+    /// Dilation per spatial dimension.
+    pub dilations: Vec<usize>,
+    /// Padding at the start of each spatial dimension.
+    pub pads_begin: Vec<usize>,
+    /// Padding at the end of each spatial dimension.
+    pub pads_end: Vec<usize>,
+    /// Number of groups; C and M must both be divisible by it.
+    pub groups: usize,
+}
+
+/// The parameter struct is rank-generic; this alias is the preferred name.
+pub type ConvParams = Conv2dParams;
+
+impl Conv2dParams {
+    /// Defaults for `rank` spatial dimensions: unit strides/dilations, no padding, one group.
+    pub fn new(rank: usize) -> Self {
+        Conv2dParams {
+            strides: vec![1; rank],
+            dilations: vec![1; rank],
+            pads_begin: vec![0; rank],
+            pads_end: vec![0; rank],
+            groups: 1,
+        }
+    }
+}
+
+/// Normalised attributes of ONNX ConvTranspose, one entry per spatial dimension.
+///
+/// The caller resolves `output_shape` into pads: with total padding
+/// `t = stride·(in−1) + output_padding + (kernel−1)·dilation + 1 − output_shape`, SAME_UPPER
+/// uses `pads_begin = t/2, pads_end = t − t/2` (SAME_LOWER/explicit `output_shape` without
+/// auto_pad: `pads_begin = t − t/2, pads_end = t/2`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvTransposeParams {
+    /// Stride per spatial dimension.
+    pub strides: Vec<usize>,
+    /// Dilation per spatial dimension.
+    pub dilations: Vec<usize>,
+    /// Padding removed at the start of each spatial dimension.
+    pub pads_begin: Vec<usize>,
+    /// Padding removed at the end of each spatial dimension.
+    pub pads_end: Vec<usize>,
+    /// Extra cells added at the end of each spatial dimension.
+    pub output_padding: Vec<usize>,
+    /// Number of groups.
+    pub groups: usize,
+}
+
+impl ConvTransposeParams {
+    /// Defaults for `rank` spatial dimensions.
+    pub fn new(rank: usize) -> Self {
+        ConvTransposeParams {
+            strides: vec![1; rank],
+            dilations: vec![1; rank],
+            pads_begin: vec![0; rank],
+            pads_end: vec![0; rank],
+            output_padding: vec![0; rank],
+            groups: 1,
+        }
+    }
+}
+
+/// Output length of one spatial dimension of Conv:
+/// `floor((in + pb + pe − ((k − 1)·d + 1)) / s) + 1`; `None` if the padded input is shorter than
+/// the dilated kernel or the stride is zero.
+pub fn conv_output_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad_begin: usize,
+    pad_end: usize,
+) -> Option<usize> {
+    if stride == 0 || dilation == 0 || kernel == 0 {
+        return None;
+    }
+    let eff = (kernel - 1) * dilation + 1;
+    let padded = input + pad_begin + pad_end;
+    if padded < eff {
+        return None;
+    }
+    Some((padded - eff) / stride + 1)
+}
+
+/// Output length of one spatial dimension of ConvTranspose:
+/// `s·(in − 1) + output_padding + (k − 1)·d + 1 − pb − pe`; `None` if not positive.
+pub fn conv_transpose_output_len(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad_begin: usize,
+    pad_end: usize,
+    output_padding: usize,
+) -> Option<usize> {
+    if input == 0 || kernel == 0 || stride == 0 || dilation == 0 {
+        return None;
+    }
+    let full = stride * (input - 1) + output_padding + (kernel - 1) * dilation + 1;
+    let out = full.checked_sub(pad_begin + pad_end)?;
+    (out > 0).then_some(out)
+}
+
+/// Geometry shared by the inner loops, with spatial rank `d`.
+struct Geom {
+    in_sp: Vec<usize>,
+    out_sp: Vec<usize>,
+    k_sp: Vec<usize>,
+    strides: Vec<usize>,
+    dil: Vec<usize>,
+    pb: Vec<usize>,
+}
+
+impl Geom {
+    fn in_prod(&self) -> usize {
+        self.in_sp.iter().product()
+    }
+    fn out_prod(&self) -> usize {
+        self.out_sp.iter().product()
+    }
+    fn k_prod(&self) -> usize {
+        self.k_sp.iter().product()
+    }
+}
+
+fn check_params(
+    op: &'static str,
+    rank: usize,
+    strides: &[usize],
+    dil: &[usize],
+    pb: &[usize],
+    pe: &[usize],
+    groups: usize,
+) -> Result<(), KernelError> {
+    for (name, v) in [
+        ("strides", strides),
+        ("dilations", dil),
+        ("pads", pb),
+        ("pads", pe),
+    ] {
+        if v.len() != rank {
+            return Err(param_err(
+                op,
+                name,
+                format!("{} entries for {rank} spatial dimensions", v.len()),
+            ));
+        }
+    }
+    if strides.contains(&0) {
+        return Err(param_err(op, "strides", format!("{strides:?} contains 0")));
+    }
+    if dil.contains(&0) {
+        return Err(param_err(op, "dilations", format!("{dil:?} contains 0")));
+    }
+    if groups == 0 {
+        return Err(param_err(op, "group", "must be >= 1"));
+    }
+    Ok(())
+}
+
+/// ONNX Conv: `Y[n, m, o…] = B[m] + Σ_{c ∈ group(m), k…} X[n, c, o·s − pb + k·d] · W[m, c, k…]`
+/// with zero padding. Shapes: `X [N, C, D1…Dr]`, `W [M, C/groups, k1…kr]`, optional `B [M]`,
+/// result `[N, M, O1…Or]` with `Oi` from [`conv_output_len`]. Any spatial rank r ≥ 1.
+pub fn conv(
+    x: &ArrayViewD<'_, f32>,
+    w: &ArrayViewD<'_, f32>,
+    bias: Option<&ArrayViewD<'_, f32>>,
+    p: &Conv2dParams,
+) -> Result<ArrayD<f32>, KernelError> {
+    const OP: &str = "Conv";
+    if x.ndim() < 3 || w.ndim() != x.ndim() {
+        return Err(shape_err(
+            OP,
+            format!(
+                "X {:?} and W {:?} must both have rank >= 3 and equal rank",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let r = x.ndim() - 2;
+    check_params(
+        OP,
+        r,
+        &p.strides,
+        &p.dilations,
+        &p.pads_begin,
+        &p.pads_end,
+        p.groups,
+    )?;
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let (m, cg) = (w.shape()[0], w.shape()[1]);
+    let g = p.groups;
+    if c % g != 0 || m % g != 0 || c / g != cg {
+        return Err(shape_err(
+            OP,
+            format!(
+                "X {:?}, W {:?} inconsistent with group={g} (need C/group == W.shape[1] and M % group == 0)",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let bias_data = match bias {
+        Some(b) => {
+            if b.shape() != [m] {
+                return Err(shape_err(OP, format!("bias {:?} must be [{m}]", b.shape())));
+            }
+            Some(b.iter().copied().collect::<Vec<f32>>())
+        }
+        None => None,
+    };
+    let mut out_sp = Vec::with_capacity(r);
+    for i in 0..r {
+        let o = conv_output_len(
+            x.shape()[2 + i],
+            w.shape()[2 + i],
+            p.strides[i],
+            p.dilations[i],
+            p.pads_begin[i],
+            p.pads_end[i],
+        )
+        .ok_or_else(|| {
+            shape_err(
+                OP,
+                format!(
+                    "spatial dim {i}: input {} with pads {}+{} shorter than dilated kernel {} (dilation {})",
+                    x.shape()[2 + i],
+                    p.pads_begin[i],
+                    p.pads_end[i],
+                    w.shape()[2 + i],
+                    p.dilations[i]
+                ),
+            )
+        })?;
+        out_sp.push(o);
+    }
+    let mut geom = Geom {
+        in_sp: x.shape()[2..].to_vec(),
+        out_sp: out_sp.clone(),
+        k_sp: w.shape()[2..].to_vec(),
+        strides: p.strides.clone(),
+        dil: p.dilations.clone(),
+        pb: p.pads_begin.clone(),
+    };
+    if r == 1 {
+        // Promote 1-D to 2-D with a unit leading spatial dimension.
+        geom.in_sp.insert(0, 1);
+        geom.out_sp.insert(0, 1);
+        geom.k_sp.insert(0, 1);
+        geom.strides.insert(0, 1);
+        geom.dil.insert(0, 1);
+        geom.pb.insert(0, 0);
+    }
+    let xs = x.as_standard_layout();
+    let ws = w.as_standard_layout();
+    let xd = xs
+        .as_slice()
+        .ok_or_else(|| shape_err(OP, "X not contiguous"))?;
+    let wd = ws
+        .as_slice()
+        .ok_or_else(|| shape_err(OP, "W not contiguous"))?;
+    let out_prod = geom.out_prod();
+    let mut out = vec![0f32; n * m * out_prod];
+    if out.is_empty() {
+        return to_array(OP, n, m, &out_sp, out);
+    }
+    let in_img = c * geom.in_prod();
+    if cg == 1 && geom.in_sp.len() == 2 {
+        depthwise2d(xd, wd, bias_data.as_deref(), &geom, c, m, &mut out);
+    } else {
+        out.par_chunks_mut(m * out_prod)
+            .enumerate()
+            .try_for_each(|(i, o)| {
+                conv_image(
+                    &xd[i * in_img..(i + 1) * in_img],
+                    wd,
+                    bias_data.as_deref(),
+                    &geom,
+                    c,
+                    m,
+                    g,
+                    o,
+                )
+            })?;
+    }
+    to_array(OP, n, m, &out_sp, out)
+}
+
+fn to_array(
+    op: &'static str,
+    n: usize,
+    m: usize,
+    sp: &[usize],
+    data: Vec<f32>,
+) -> Result<ArrayD<f32>, KernelError> {
+    let mut shape = vec![n, m];
+    shape.extend_from_slice(sp);
+    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| shape_err(op, e.to_string()))
+}
+
+/// One image of a grouped convolution via im2col + GEMM.
+#[allow(clippy::too_many_arguments)]
+fn conv_image(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    geom: &Geom,
+    c: usize,
+    m: usize,
+    g: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let (cg, mg) = (c / g, m / g);
+    let in_prod = geom.in_prod();
+    let out_prod = geom.out_prod();
+    let kk = cg * geom.k_prod();
+    let pointwise = geom.k_sp.iter().all(|&k| k == 1)
+        && geom.strides.iter().all(|&s| s == 1)
+        && geom.pb.iter().all(|&p| p == 0)
+        && geom.in_sp == geom.out_sp;
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![0f32; kk * out_prod]
+    };
+    for gi in 0..g {
+        let xg = &x[gi * cg * in_prod..(gi + 1) * cg * in_prod];
+        let b: &[f32] = if pointwise {
+            xg
+        } else {
+            im2col(xg, geom, &mut col);
+            &col
+        };
+        let og = &mut out[gi * mg * out_prod..(gi + 1) * mg * out_prod];
+        sgemm(
+            mg,
+            kk,
+            out_prod,
+            1.0,
+            MatRef::row_major(&w[gi * mg * kk..(gi + 1) * mg * kk], kk),
+            MatRef::row_major(b, out_prod),
+            og,
+            out_prod,
+            false,
+        )?;
+        if let Some(bias) = bias {
+            for (row, &bv) in og.chunks_mut(out_prod).zip(&bias[gi * mg..(gi + 1) * mg]) {
+                row.iter_mut().for_each(|v| *v += bv);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Range `[lo, hi)` of output indices `o < len` with `0 <= o·s + off < input`.
+fn valid_range(len: usize, s: usize, off: isize, input: usize) -> (usize, usize) {
+    let s_i = s as isize;
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + s_i - 1) / s_i) as usize
+    };
+    let lim = input as isize - off;
+    let hi = if lim <= 0 {
+        0
+    } else {
+        ((lim + s_i - 1) / s_i) as usize
+    };
+    (lo.min(len), hi.min(len).max(lo.min(len)))
+}
+
+/// Fills `col[(c, k…), o…]` with `x[c, o·s − pb + k·d]` (zero outside the input).
+fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
+    let d = geom.in_sp.len();
+    let kp = geom.k_prod();
+    let in_prod = geom.in_prod();
+    let out_prod = geom.out_prod();
+    let ol = geom.out_sp[d - 1];
+    let il = geom.in_sp[d - 1];
+    let sl = geom.strides[d - 1];
+    let outer: usize = out_prod / ol.max(1);
+    // Input strides per spatial dim.
+    let mut in_str = vec![1usize; d];
+    for i in (0..d.saturating_sub(1)).rev() {
+        in_str[i] = in_str[i + 1] * geom.in_sp[i + 1];
+    }
+    col.par_chunks_mut(out_prod)
+        .with_min_len(8)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let ci = row / kp;
+            let mut rem = row % kp;
+            let mut kidx = vec![0usize; d];
+            for i in (0..d).rev() {
+                kidx[i] = rem % geom.k_sp[i];
+                rem /= geom.k_sp[i];
+            }
+            let off_last = (kidx[d - 1] * geom.dil[d - 1]) as isize - geom.pb[d - 1] as isize;
+            let (lo, hi) = valid_range(ol, sl, off_last, il);
+            let xc = &x[ci * in_prod..(ci + 1) * in_prod];
+            let mut oidx = vec![0usize; d.saturating_sub(1)];
+            for op in 0..outer {
+                let seg = &mut dst[op * ol..(op + 1) * ol];
+                let mut base = 0isize;
+                let mut inside = true;
+                for i in 0..d - 1 {
+                    let ic = (oidx[i] * geom.strides[i] + kidx[i] * geom.dil[i]) as isize
+                        - geom.pb[i] as isize;
+                    if ic < 0 || ic >= geom.in_sp[i] as isize {
+                        inside = false;
+                        break;
+                    }
+                    base += ic * in_str[i] as isize;
+                }
+                if !inside || lo >= hi {
+                    seg.fill(0.0);
+                } else {
+                    seg[..lo].fill(0.0);
+                    seg[hi..].fill(0.0);
+                    let start = (base + lo as isize * sl as isize + off_last) as usize;
+                    if sl == 1 {
+                        seg[lo..hi].copy_from_slice(&xc[start..start + (hi - lo)]);
+                    } else {
+                        for (j, v) in seg[lo..hi].iter_mut().enumerate() {
+                            *v = xc[start + j * sl];
+                        }
+                    }
+                }
+                for i in (0..d - 1).rev() {
+                    oidx[i] += 1;
+                    if oidx[i] < geom.out_sp[i] {
+                        break;
+                    }
+                    oidx[i] = 0;
+                }
+            }
+        });
+}
+
+/// `y[i] += a · x[i]` over the common length; uses AVX2+FMA when the CPU has them (the choice
+/// is fixed per machine, so results stay deterministic).
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the required CPU features were detected at run time.
+            unsafe { axpy_avx2_fma(y, a, x) };
+            return;
+        }
+    }
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2_fma(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv = a.mul_add(*xv, *yv);
+    }
+}
+
+/// Direct 2-D convolution where each output channel reads exactly one input channel
+/// (`C/groups == 1`): output channel `m` reads input channel `m / (M/groups)`.
+///
+/// Each plane is copied once into a zero-padded buffer split into `stride_h × stride_w` phase
+/// sub-planes (`S[qr][qc][r][c] = padded[qr + stride_h·r][qc + stride_w·c]`). Every kernel tap
+/// then reads one sub-plane at a fixed offset, so it becomes a single contiguous multiply-add
+/// over an output plane whose rows are widened to the sub-plane width (extra columns are
+/// discarded). Taps are accumulated in kernel order.
+fn depthwise2d(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    geom: &Geom,
+    c: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    let (ih, iw) = (geom.in_sp[0], geom.in_sp[1]);
+    let (oh, ow) = (geom.out_sp[0], geom.out_sp[1]);
+    let (kh, kw) = (geom.k_sp[0], geom.k_sp[1]);
+    let (sh, sw) = (geom.strides[0], geom.strides[1]);
+    let (dh, dw) = (geom.dil[0], geom.dil[1]);
+    let (pt, pl) = (geom.pb[0], geom.pb[1]);
+    let mult = m / c;
+    let plane_in = ih * iw;
+    // Padded extent actually read by the windows, split into phases.
+    let ph_rows = (oh - 1) * sh + (kh - 1) * dh + 1;
+    let pw_cols = (ow - 1) * sw + (kw - 1) * dw + 1;
+    let sub_rows = ph_rows.div_ceil(sh) + 1; // one spare row absorbs the widened last row
+    let sub_cols = pw_cols.div_ceil(sw);
+    let sub_len = sub_rows * sub_cols;
+    let ext_len = oh * sub_cols;
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || (vec![0f32; sh * sw * sub_len], vec![0f32; ext_len]),
+        |(buf, ext), (plane, o)| {
+            let (ni, mi) = (plane / m, plane % m);
+            let ci = mi / mult;
+            let xp = &x[(ni * c + ci) * plane_in..(ni * c + ci + 1) * plane_in];
+            buf.fill(0.0);
+            for r in 0..ph_rows {
+                let iy = r as isize - pt as isize;
+                if iy < 0 || iy >= ih as isize {
+                    continue;
+                }
+                let src = &xp[iy as usize * iw..(iy as usize + 1) * iw];
+                let (qr, tr) = (r % sh, r / sh);
+                // Valid padded columns: those mapping into [0, iw).
+                let c_lo = pl.min(pw_cols);
+                let c_hi = (pl + iw).min(pw_cols);
+                if c_lo >= c_hi {
+                    continue;
+                }
+                for qc in 0..sw {
+                    // First valid padded column in phase qc, and its index within the phase.
+                    let col0 = c_lo + (qc + sw - c_lo % sw) % sw;
+                    if col0 >= c_hi {
+                        continue;
+                    }
+                    let n = (c_hi - col0).div_ceil(sw);
+                    let base = (qr * sw + qc) * sub_len + tr * sub_cols + col0 / sw;
+                    let dst = &mut buf[base..base + n];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[col0 - pl..col0 - pl + n]);
+                    } else {
+                        for (d, v) in dst.iter_mut().zip(src[col0 - pl..].iter().step_by(sw)) {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
+            let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
+            ext.fill(bias.map_or(0.0, |b| b[mi]));
+            for i in 0..kh {
+                let (qr, tr0) = ((i * dh) % sh, (i * dh) / sh);
+                for j in 0..kw {
+                    let (qc, tc0) = ((j * dw) % sw, (j * dw) / sw);
+                    let sub = &buf[(qr * sw + qc) * sub_len..(qr * sw + qc + 1) * sub_len];
+                    let start = tr0 * sub_cols + tc0;
+                    axpy(ext, wk[i * kw + j], &sub[start..start + ext_len]);
+                }
+            }
+            for (y, orow) in o.chunks_mut(ow).enumerate() {
+                orow.copy_from_slice(&ext[y * sub_cols..y * sub_cols + ow]);
+            }
+        },
+    );
+}
+
+/// ONNX ConvTranspose (the gradient of Conv with respect to its input):
+/// `Y[n, m, i·s − pb + k·d] += X[n, c, i…] · W[c, m − g·M/g, k…]` for each group `g`, plus `B[m]`.
+/// Shapes: `X [N, C, D1…Dr]`, `W [C, M/groups, k1…kr]`, optional `B [M]`, result
+/// `[N, M, O1…Or]` with `Oi` from [`conv_transpose_output_len`]. `output_shape` must be resolved
+/// into pads by the caller (see [`ConvTransposeParams`]).
+pub fn conv_transpose(
+    x: &ArrayViewD<'_, f32>,
+    w: &ArrayViewD<'_, f32>,
+    bias: Option<&ArrayViewD<'_, f32>>,
+    p: &ConvTransposeParams,
+) -> Result<ArrayD<f32>, KernelError> {
+    const OP: &str = "ConvTranspose";
+    if x.ndim() < 3 || w.ndim() != x.ndim() {
+        return Err(shape_err(
+            OP,
+            format!(
+                "X {:?} and W {:?} must both have rank >= 3 and equal rank",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let r = x.ndim() - 2;
+    check_params(
+        OP,
+        r,
+        &p.strides,
+        &p.dilations,
+        &p.pads_begin,
+        &p.pads_end,
+        p.groups,
+    )?;
+    if p.output_padding.len() != r {
+        return Err(param_err(
+            OP,
+            "output_padding",
+            format!(
+                "{} entries for {r} spatial dimensions",
+                p.output_padding.len()
+            ),
+        ));
+    }
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let g = p.groups;
+    let mg = w.shape()[1];
+    let m = mg * g;
+    if w.shape()[0] != c || c % g != 0 {
+        return Err(shape_err(
+            OP,
+            format!(
+                "X {:?}, W {:?} inconsistent with group={g} (need W.shape[0] == C, C % group == 0)",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let bias_data = match bias {
+        Some(b) => {
+            if b.shape() != [m] {
+                return Err(shape_err(OP, format!("bias {:?} must be [{m}]", b.shape())));
+            }
+            Some(b.iter().copied().collect::<Vec<f32>>())
+        }
+        None => None,
+    };
+    let mut out_sp = Vec::with_capacity(r);
+    for i in 0..r {
+        out_sp.push(
+            conv_transpose_output_len(
+                x.shape()[2 + i],
+                w.shape()[2 + i],
+                p.strides[i],
+                p.dilations[i],
+                p.pads_begin[i],
+                p.pads_end[i],
+                p.output_padding[i],
+            )
+            .ok_or_else(|| {
+                shape_err(
+                    OP,
+                    format!("spatial dim {i}: output length is not positive"),
+                )
+            })?,
+        );
+    }
+    let geom = Geom {
+        in_sp: x.shape()[2..].to_vec(),
+        out_sp: out_sp.clone(),
+        k_sp: w.shape()[2..].to_vec(),
+        strides: p.strides.clone(),
+        dil: p.dilations.clone(),
+        pb: p.pads_begin.clone(),
+    };
+    let xs = x.as_standard_layout();
+    let ws = w.as_standard_layout();
+    let xd = xs
+        .as_slice()
+        .ok_or_else(|| shape_err(OP, "X not contiguous"))?;
+    let wd = ws
+        .as_slice()
+        .ok_or_else(|| shape_err(OP, "W not contiguous"))?;
+    let out_prod = geom.out_prod();
+    let in_prod = geom.in_prod();
+    let mut out = vec![0f32; n * m * out_prod];
+    if out.is_empty() || in_prod == 0 {
+        return to_array(OP, n, m, &out_sp, out);
+    }
+    let cg = c / g;
+    let rows = mg * geom.k_prod();
+    out.par_chunks_mut(m * out_prod).enumerate().try_for_each(
+        |(ni, o)| -> Result<(), KernelError> {
+            let mut col = vec![0f32; rows * in_prod];
+            for gi in 0..g {
+                let wg = &wd[gi * cg * rows..(gi + 1) * cg * rows];
+                let xg = &xd[(ni * c + gi * cg) * in_prod..(ni * c + (gi + 1) * cg) * in_prod];
+                // col[rows, in] = W_gᵀ · X_g with W_g stored as [cg, rows].
+                sgemm(
+                    rows,
+                    cg,
+                    in_prod,
+                    1.0,
+                    MatRef {
+                        data: wg,
+                        rs: 1,
+                        cs: rows,
+                    },
+                    MatRef::row_major(xg, in_prod),
+                    &mut col,
+                    in_prod,
+                    false,
+                )?;
+                col2im(
+                    &col,
+                    &geom,
+                    &mut o[gi * mg * out_prod..(gi + 1) * mg * out_prod],
+                );
+            }
+            if let Some(b) = &bias_data {
+                for (row, &bv) in o.chunks_mut(out_prod).zip(b.iter()) {
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    to_array(OP, n, m, &out_sp, out)
+}
+
+/// Scatter-adds `col[(m, k…), i…]` into `out[m, i·s − pb + k·d]`, skipping positions outside.
+fn col2im(col: &[f32], geom: &Geom, out: &mut [f32]) {
+    let d = geom.in_sp.len();
+    let kp = geom.k_prod();
+    let in_prod = geom.in_prod();
+    let out_prod = geom.out_prod();
+    let mut out_str = vec![1usize; d];
+    for i in (0..d.saturating_sub(1)).rev() {
+        out_str[i] = out_str[i + 1] * geom.out_sp[i + 1];
+    }
+    let il = geom.in_sp[d - 1];
+    let ol = geom.out_sp[d - 1];
+    let sl = geom.strides[d - 1];
+    let outer = in_prod / il.max(1);
+    let mut kidx = vec![0usize; d];
+    let mut iidx = vec![0usize; d.saturating_sub(1)];
+    for (row, src) in col.chunks(in_prod).enumerate() {
+        let mi = row / kp;
+        let mut rem = row % kp;
+        for i in (0..d).rev() {
+            kidx[i] = rem % geom.k_sp[i];
+            rem /= geom.k_sp[i];
+        }
+        let dst = &mut out[mi * out_prod..(mi + 1) * out_prod];
+        iidx.iter_mut().for_each(|v| *v = 0);
+        for op in 0..outer {
+            let mut base = 0isize;
+            let mut inside = true;
+            for i in 0..d - 1 {
+                let oc = (iidx[i] * geom.strides[i] + kidx[i] * geom.dil[i]) as isize
+                    - geom.pb[i] as isize;
+                if oc < 0 || oc >= geom.out_sp[i] as isize {
+                    inside = false;
+                    break;
+                }
+                base += oc * out_str[i] as isize;
+            }
+            if inside {
+                let off = (kidx[d - 1] * geom.dil[d - 1]) as isize - geom.pb[d - 1] as isize;
+                let seg = &src[op * il..(op + 1) * il];
+                for (t, &v) in seg.iter().enumerate() {
+                    let oc = (t * sl) as isize + off;
+                    if oc >= 0 && (oc as usize) < ol {
+                        dst[(base + oc) as usize] += v;
+                    }
+                }
+            }
+            for i in (0..d - 1).rev() {
+                iidx[i] += 1;
+                if iidx[i] < geom.in_sp[i] {
+                    break;
+                }
+                iidx[i] = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, rand_array};
+
+    /// Direct definition of Conv, any rank, f64 accumulation.
+    fn naive_conv(
+        x: &ArrayD<f32>,
+        w: &ArrayD<f32>,
+        b: Option<&ArrayD<f32>>,
+        p: &Conv2dParams,
+    ) -> ArrayD<f32> {
+        let r = x.ndim() - 2;
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let (m, cg) = (w.shape()[0], w.shape()[1]);
+        let mg = m / p.groups;
+        let out_sp: Vec<usize> = (0..r)
+            .map(|i| {
+                conv_output_len(
+                    x.shape()[2 + i],
+                    w.shape()[2 + i],
+                    p.strides[i],
+                    p.dilations[i],
+                    p.pads_begin[i],
+                    p.pads_end[i],
+                )
+                .expect("len")
+            })
+            .collect();
+        let mut shape = vec![n, m];
+        shape.extend(&out_sp);
+        let _ = c;
+        let mut y = ArrayD::<f32>::zeros(IxDyn(&shape));
+        let k_sp = w.shape()[2..].to_vec();
+        for (idx, v) in y.indexed_iter_mut() {
+            let (ni, mi) = (idx[0], idx[1]);
+            let gi = mi / mg;
+            let mut s = b.map_or(0.0, |b| b[[mi]] as f64);
+            for ci in 0..cg {
+                let kn: usize = k_sp.iter().product();
+                for kf in 0..kn {
+                    let mut rem = kf;
+                    let mut kidx = vec![0; r];
+                    for i in (0..r).rev() {
+                        kidx[i] = rem % k_sp[i];
+                        rem /= k_sp[i];
+                    }
+                    let mut xi = vec![ni, gi * cg + ci];
+                    let mut ok = true;
+                    for i in 0..r {
+                        let pos = (idx[2 + i] * p.strides[i] + kidx[i] * p.dilations[i]) as isize
+                            - p.pads_begin[i] as isize;
+                        if pos < 0 || pos >= x.shape()[2 + i] as isize {
+                            ok = false;
+                        }
+                        xi.push(pos.max(0) as usize);
+                    }
+                    if ok {
+                        let mut wi = vec![mi, ci];
+                        wi.extend(&kidx);
+                        s += x[IxDyn(&xi)] as f64 * w[IxDyn(&wi)] as f64;
+                    }
+                }
+            }
+            *v = s as f32;
+        }
+        y
+    }
+
+    #[test]
+    fn conv2d_hand_checked() {
+        // 1x1x3x3 input 1..9, 2x2 kernel of ones, pad 0 → sums of 2x2 windows.
+        let x = ArrayD::from_shape_vec(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect())
+            .expect("x");
+        let w = ArrayD::from_elem(vec![1, 1, 2, 2], 1.0f32);
+        let y = conv(&x.view(), &w.view(), None, &Conv2dParams::new(2)).expect("conv");
+        assert_eq!(y.shape(), &[1, 1, 2, 2]);
+        assert_eq!(
+            y.iter().copied().collect::<Vec<_>>(),
+            vec![12.0, 16.0, 24.0, 28.0]
+        );
+    }
+
+    #[test]
+    fn conv2d_variants_match_naive() {
+        let cases: Vec<(Vec<usize>, Vec<usize>, Conv2dParams)> = vec![
+            // general, stride 2, asymmetric pads, bias
+            (
+                vec![2, 4, 9, 8],
+                vec![6, 4, 3, 3],
+                Conv2dParams {
+                    strides: vec![2, 2],
+                    dilations: vec![1, 1],
+                    pads_begin: vec![1, 0],
+                    pads_end: vec![1, 2],
+                    groups: 1,
+                },
+            ),
+            // grouped + dilated
+            (
+                vec![1, 6, 10, 11],
+                vec![4, 3, 3, 2],
+                Conv2dParams {
+                    strides: vec![1, 2],
+                    dilations: vec![2, 3],
+                    pads_begin: vec![2, 1],
+                    pads_end: vec![0, 3],
+                    groups: 2,
+                },
+            ),
+            // depthwise, multiplier 2, stride 2
+            (
+                vec![2, 3, 9, 9],
+                vec![6, 1, 3, 3],
+                Conv2dParams {
+                    strides: vec![2, 2],
+                    dilations: vec![1, 1],
+                    pads_begin: vec![1, 1],
+                    pads_end: vec![1, 1],
+                    groups: 3,
+                },
+            ),
+            // depthwise dilated, stride 1, 5x5
+            (
+                vec![1, 4, 12, 7],
+                vec![4, 1, 5, 5],
+                Conv2dParams {
+                    strides: vec![1, 1],
+                    dilations: vec![2, 1],
+                    pads_begin: vec![4, 2],
+                    pads_end: vec![4, 2],
+                    groups: 4,
+                },
+            ),
+            // depthwise, unequal strides, width dilation, asymmetric pads
+            (
+                vec![1, 2, 13, 11],
+                vec![2, 1, 3, 4],
+                Conv2dParams {
+                    strides: vec![3, 2],
+                    dilations: vec![1, 3],
+                    pads_begin: vec![0, 2],
+                    pads_end: vec![2, 1],
+                    groups: 2,
+                },
+            ),
+            // pointwise
+            (vec![3, 8, 5, 5], vec![16, 8, 1, 1], Conv2dParams::new(2)),
+            // 1-D
+            (
+                vec![2, 3, 17],
+                vec![5, 3, 4],
+                Conv2dParams {
+                    strides: vec![3],
+                    dilations: vec![2],
+                    pads_begin: vec![2],
+                    pads_end: vec![1],
+                    groups: 1,
+                },
+            ),
+            // 1-D depthwise
+            (
+                vec![1, 4, 9],
+                vec![4, 1, 3],
+                Conv2dParams {
+                    strides: vec![1],
+                    dilations: vec![1],
+                    pads_begin: vec![1],
+                    pads_end: vec![1],
+                    groups: 4,
+                },
+            ),
+            // 3-D
+            (
+                vec![1, 2, 5, 6, 4],
+                vec![3, 2, 2, 3, 2],
+                Conv2dParams {
+                    strides: vec![1, 2, 1],
+                    dilations: vec![2, 1, 1],
+                    pads_begin: vec![1, 1, 0],
+                    pads_end: vec![0, 1, 1],
+                    groups: 1,
+                },
+            ),
+        ];
+        for (ci, (xs, wsh, p)) in cases.iter().enumerate() {
+            let x = rand_array(xs, 10 + ci as u64);
+            let w = rand_array(wsh, 20 + ci as u64);
+            let b = rand_array(&[wsh[0]], 30 + ci as u64);
+            let y = conv(&x.view(), &w.view(), Some(&b.view()), p).expect("conv");
+            let r = naive_conv(&x, &w, Some(&b), p);
+            assert_close(&y, &r, 1e-5);
+        }
+    }
+
+    #[test]
+    fn conv_large_deterministic_and_correct() {
+        let x = rand_array(&[2, 16, 20, 20], 3);
+        let w = rand_array(&[32, 16, 3, 3], 4);
+        let p = Conv2dParams {
+            pads_begin: vec![1, 1],
+            pads_end: vec![1, 1],
+            ..Conv2dParams::new(2)
+        };
+        let y1 = conv(&x.view(), &w.view(), None, &p).expect("conv");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let y2 = pool
+            .install(|| conv(&x.view(), &w.view(), None, &p))
+            .expect("conv");
+        assert_eq!(y1, y2, "thread count changed the result");
+        assert_close(&y1, &naive_conv(&x, &w, None, &p), 1e-4);
+    }
+
+    #[test]
+    fn conv_shape_errors() {
+        let x = rand_array(&[1, 4, 5, 5], 1);
+        let w = rand_array(&[2, 3, 3, 3], 1);
+        assert!(matches!(
+            conv(&x.view(), &w.view(), None, &Conv2dParams::new(2)),
+            Err(KernelError::Shape { .. })
+        ));
+        let w = rand_array(&[2, 4, 7, 7], 1);
+        assert!(conv(&x.view(), &w.view(), None, &Conv2dParams::new(2)).is_err());
+        let w = rand_array(&[2, 4, 3, 3], 1);
+        let mut p = Conv2dParams::new(2);
+        p.strides = vec![0, 1];
+        assert!(matches!(
+            conv(&x.view(), &w.view(), None, &p),
+            Err(KernelError::Param { .. })
+        ));
+    }
+
+    /// Direct scatter definition of ConvTranspose.
+    fn naive_convt(
+        x: &ArrayD<f32>,
+        w: &ArrayD<f32>,
+        b: &ArrayD<f32>,
+        p: &ConvTransposeParams,
+    ) -> ArrayD<f32> {
+        let r = x.ndim() - 2;
+        let c = x.shape()[1];
+        let mg = w.shape()[1];
+        let g = p.groups;
+        let cg = c / g;
+        let out_sp: Vec<usize> = (0..r)
+            .map(|i| {
+                conv_transpose_output_len(
+                    x.shape()[2 + i],
+                    w.shape()[2 + i],
+                    p.strides[i],
+                    p.dilations[i],
+                    p.pads_begin[i],
+                    p.pads_end[i],
+                    p.output_padding[i],
+                )
+                .expect("len")
+            })
+            .collect();
+        let mut shape = vec![x.shape()[0], mg * g];
+        shape.extend(&out_sp);
+        let mut y = ArrayD::<f64>::zeros(IxDyn(&shape));
+        for (xi, &xv) in x.indexed_iter() {
+            let ci = xi[1];
+            let gi = ci / cg;
+            for (wi, &wv) in w.indexed_iter() {
+                if wi[0] != ci {
+                    continue;
+                }
+                let mut yi = vec![xi[0], gi * mg + wi[1]];
+                let mut ok = true;
+                for d in 0..r {
+                    let pos = (xi[2 + d] * p.strides[d] + wi[2 + d] * p.dilations[d]) as isize
+                        - p.pads_begin[d] as isize;
+                    if pos < 0 || pos >= out_sp[d] as isize {
+                        ok = false;
+                    }
+                    yi.push(pos.max(0) as usize);
+                }
+                if ok {
+                    y[IxDyn(&yi)] += xv as f64 * wv as f64;
+                }
+            }
+        }
+        for (yi, v) in y.indexed_iter_mut() {
+            *v += b[[yi[1]]] as f64;
+        }
+        y.mapv(|v| v as f32)
+    }
+
+    #[test]
+    fn conv_transpose_matches_naive() {
+        let cases = [
+            (
+                vec![1, 2, 3, 3],
+                vec![2, 3, 3, 3],
+                ConvTransposeParams {
+                    strides: vec![2, 2],
+                    dilations: vec![1, 1],
+                    pads_begin: vec![1, 0],
+                    pads_end: vec![0, 1],
+                    output_padding: vec![1, 1],
+                    groups: 1,
+                },
+            ),
+            (
+                vec![2, 4, 4, 5],
+                vec![4, 2, 2, 3],
+                ConvTransposeParams {
+                    strides: vec![1, 3],
+                    dilations: vec![2, 1],
+                    pads_begin: vec![0, 1],
+                    pads_end: vec![1, 0],
+                    output_padding: vec![0, 2],
+                    groups: 2,
+                },
+            ),
+            (
+                vec![1, 3, 6],
+                vec![3, 2, 4],
+                ConvTransposeParams {
+                    strides: vec![2],
+                    dilations: vec![1],
+                    pads_begin: vec![1],
+                    pads_end: vec![1],
+                    output_padding: vec![0],
+                    groups: 1,
+                },
+            ),
+        ];
+        for (ci, (xs, wsh, p)) in cases.iter().enumerate() {
+            let x = rand_array(xs, 40 + ci as u64);
+            let w = rand_array(wsh, 50 + ci as u64);
+            let b = rand_array(&[wsh[1] * p.groups], 60 + ci as u64);
+            let y = conv_transpose(&x.view(), &w.view(), Some(&b.view()), p).expect("convT");
+            assert_close(&y, &naive_convt(&x, &w, &b, p), 1e-5);
+        }
+    }
+
+    #[test]
+    fn conv_transpose_hand_checked() {
+        // ONNX doc example shape: 1x1x3x3 ones-like input, 1x2x3x3 ones weights, stride 1.
+        let x = ArrayD::from_shape_vec(vec![1, 1, 3, 3], (0..9).map(|v| v as f32).collect())
+            .expect("x");
+        let w = ArrayD::from_elem(vec![1, 2, 3, 3], 1.0f32);
+        let y = conv_transpose(&x.view(), &w.view(), None, &ConvTransposeParams::new(2))
+            .expect("convT");
+        assert_eq!(y.shape(), &[1, 2, 5, 5]);
+        let first_row: Vec<f32> = y.iter().take(5).copied().collect();
+        assert_eq!(first_row, vec![0.0, 1.0, 3.0, 3.0, 2.0]);
+    }
+}

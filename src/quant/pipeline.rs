@@ -1,0 +1,380 @@
+//! The `quantize` pipeline: prepare the float model, calibrate, quantize weights, build the
+//! simulation graph, evaluate float against quantized side by side with a per-tensor diagnosis,
+//! and materialize the export.
+
+use std::collections::BTreeMap;
+
+use ndarray::ArrayD;
+use serde::Serialize;
+
+use crate::data::{DType as DataDType, Dataset, Dim as DataDim, InputSpec as DataInput};
+use crate::interp::{Interpreter, Observer};
+use crate::ir::{Dim, Model, ValueId};
+use crate::metrics::{Accuracy, Cosine, PairMetric, Sqnr, Top1Agreement};
+use crate::tensor::{DType, Tensor};
+
+use super::calibrate::{self, ActQuant, CalibrateError};
+use super::materialize::{self, MaterializeError, Quantized};
+use super::plan::{self, Layer, PlanError, Role};
+use super::recipe::{ExportStyle, Granularity, Recipe, RecipeError};
+
+/// Any failure of the pipeline, naming the stage.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error("planning: {0}")]
+    Plan(#[from] PlanError),
+    #[error("calibration: {0}")]
+    Calibrate(#[from] CalibrateError),
+    #[error("export: {0}")]
+    Materialize(#[from] MaterializeError),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("evaluation: {0}")]
+    Eval(String),
+}
+
+fn model_err(e: impl std::fmt::Display) -> QuantizeError {
+    QuantizeError::Model(e.to_string())
+}
+
+/// Passes that run before calibration and that this build provides.
+pub const PRE_PASSES: &[&str] = &["fold-batch-norm"];
+
+/// Applies the function-preserving preparation passes named in `passes` (in order).
+pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, QuantizeError> {
+    let mut log = Vec::new();
+    // Old (IR < 4) files list every initializer as a graph input too; for quantization they are
+    // weights, so they stop being overridable inputs (the export then needs IR ≥ 4).
+    let g = &mut model.graph;
+    let before = g.inputs.len();
+    let consts: Vec<ValueId> = g.inputs.iter().copied().filter(|&v| g.value(v).constant.is_some()).collect();
+    g.inputs.retain(|v| !consts.contains(v));
+    if g.inputs.len() != before {
+        log.push(format!("{} initializer-backed graph inputs treated as weights", before - g.inputs.len()));
+        model.meta.ir_version = model.meta.ir_version.max(4);
+    }
+    let folded = crate::ir::fold::fold_constants(model).map_err(model_err)?;
+    if folded > 0 {
+        log.push(format!("constant folding: {folded} nodes folded"));
+    }
+    for p in passes {
+        match p.as_str() {
+            "fold-batch-norm" => {
+                let n = crate::ir::fold::fold_batch_norm(model).map_err(model_err)?;
+                log.push(format!("fold-batch-norm: {n} BatchNormalization nodes folded"));
+            }
+            other => {
+                return Err(QuantizeError::Recipe(RecipeError::Invalid {
+                    option: "passes".into(),
+                    reason: format!("unknown or unavailable pass '{other}' (available: {})", PRE_PASSES.join(", ")),
+                }))
+            }
+        }
+    }
+    Ok(log)
+}
+
+/// The data-module description of the model's inputs (for opening data sets): graph inputs
+/// without an initializer default, batch axis dynamic.
+pub fn data_inputs(model: &Model) -> Vec<DataInput> {
+    let g = &model.graph;
+    g.inputs
+        .iter()
+        .filter(|&&v| g.value(v).constant.is_none())
+        .map(|&v| {
+            let val = g.value(v);
+            DataInput {
+                name: val.name.clone(),
+                dtype: match val.dtype {
+                    Some(DType::I64) => DataDType::I64,
+                    Some(DType::I32) => DataDType::I32,
+                    _ => DataDType::F32,
+                },
+                shape: val
+                    .shape
+                    .as_ref()
+                    .map(|sh| {
+                        sh.iter()
+                            .enumerate()
+                            .map(|(i, d)| match d {
+                                Dim::Known(n) if i > 0 => DataDim::Fixed(*n),
+                                _ => DataDim::Dynamic,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// One quantized layer in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub op: String,
+    pub role: Role,
+    pub weight_format: Option<String>,
+    pub act_format: Option<String>,
+    pub weight_scales: Option<ScaleSummary>,
+}
+
+/// Summary of a set of scales.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleSummary {
+    pub count: usize,
+    pub min: f32,
+    pub max: f32,
+    pub pow2: bool,
+}
+
+fn summarize(s: &[f32]) -> ScaleSummary {
+    ScaleSummary {
+        count: s.len(),
+        min: s.iter().copied().fold(f32::INFINITY, f32::min),
+        max: s.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        pow2: s.iter().all(|x| x.log2().fract() == 0.0),
+    }
+}
+
+/// Output of [`quantize`].
+#[derive(Debug, Clone)]
+pub struct QuantizeResult {
+    /// Prepared float model (after preparation passes).
+    pub float: Model,
+    /// Simulation graph (fake-quantized weights, QONNX activation quantizers).
+    pub sim: Model,
+    pub quantized: Quantized,
+    pub layers: Vec<LayerReport>,
+    pub prepare_log: Vec<String>,
+}
+
+/// Calibrates and quantizes `model` (already prepared) on `calib`.
+pub fn quantize(model: &Model, recipe: &Recipe, calib: &Dataset) -> Result<QuantizeResult, QuantizeError> {
+    let r = recipe.resolve()?;
+    let layers = plan::plan(model, &r)?;
+    let interp = Interpreter::new(model).map_err(model_err)?;
+    // Activations to observe: every activation input of a layer with an activation format.
+    let mut watch: BTreeMap<ValueId, String> = BTreeMap::new();
+    for l in &layers {
+        if l.act_format.is_none() {
+            continue;
+        }
+        for &s in &l.act_slots {
+            if let Some(v) = model.graph.node(l.node).inputs.get(s).copied().flatten() {
+                watch.insert(v, model.graph.value(v).name.clone());
+            }
+        }
+    }
+    let watch: Vec<(ValueId, String)> = watch.into_iter().collect();
+    let set = calibrate::observe(&interp, calib, recipe.batch_size, &watch, &r.clip)?;
+    let acts = calibrate::activation_quantizers(model, &layers, &set, &r.clip, r.scale_rounding, recipe.unsigned_acts)?;
+    let mut weights = BTreeMap::new();
+    let mut reports = Vec::new();
+    for l in &layers {
+        let wq = calibrate::quantize_weight(model, l, recipe.granularity == Granularity::PerChannel, recipe.weight_method, r.scale_rounding)?;
+        let act_format = l.act_format.map(|f| {
+            // Report the format actually used (after the unsigned decision) of the first input.
+            l.act_slots
+                .first()
+                .and_then(|&s| model.graph.node(l.node).inputs.get(s).copied().flatten())
+                .and_then(|v| acts.get(&(model.graph.value(v).name.clone(), f.to_string())))
+                .map(|a: &ActQuant| a.format.to_string())
+                .unwrap_or_else(|| f.to_string())
+        });
+        reports.push(LayerReport {
+            name: l.name.clone(),
+            op: l.op.clone(),
+            role: l.role,
+            weight_format: wq.as_ref().map(|w| w.format.to_string()),
+            act_format,
+            weight_scales: wq.as_ref().map(|w| summarize(&w.scales)),
+        });
+        if let Some(wq) = wq {
+            weights.insert(wq.name.clone(), wq);
+        }
+    }
+    let quantized = Quantized {
+        layers: layers.clone(),
+        acts,
+        weights,
+        bias: recipe.bias,
+    };
+    let sim = materialize::qonnx_graph(model, &quantized, false)?;
+    Ok(QuantizeResult {
+        float: model.clone(),
+        sim,
+        quantized,
+        layers: reports,
+        prepare_log: Vec::new(),
+    })
+}
+
+/// Materializes the export in the requested style and opset.
+pub fn export(result: &QuantizeResult, style: ExportStyle, opset: Option<i64>) -> Result<(Model, &'static str, i64), QuantizeError> {
+    let own = result.float.default_opset().unwrap_or(13);
+    let q = &result.quantized;
+    let try_qdq = |opset: i64| materialize::qdq_graph(&result.float, q, opset);
+    match style {
+        ExportStyle::Qonnx => Ok((materialize::qonnx_graph(&result.float, q, true)?, "qonnx", own)),
+        ExportStyle::Qdq => {
+            let o = opset.unwrap_or_else(|| own.max(materialize::required_opset(q, ExportStyle::Qdq)));
+            Ok((try_qdq(o)?, "qdq", o))
+        }
+        ExportStyle::Auto => {
+            let o = opset.unwrap_or_else(|| own.max(materialize::required_opset(q, ExportStyle::Qdq)));
+            match try_qdq(o) {
+                Ok(m) => Ok((m, "qdq", o)),
+                Err(MaterializeError::NotRepresentable { .. }) | Err(MaterializeError::OpsetUpgrade { .. }) => {
+                    Ok((materialize::qonnx_graph(&result.float, q, true)?, "qonnx", own))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Side-by-side metrics of float and quantized outputs.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EvalReport {
+    pub samples: usize,
+    pub output: String,
+    pub float_top1: Option<f64>,
+    pub float_top5: Option<f64>,
+    pub quant_top1: Option<f64>,
+    pub quant_top5: Option<f64>,
+    pub top1_agreement: Option<f64>,
+    pub output_sqnr_db: f64,
+    pub output_cosine: f64,
+    /// Per-tensor diagnosis, in graph order of the quantized tensors.
+    pub tensors: Vec<TensorDiagnosis>,
+}
+
+/// Quantization error of one tensor: alone (its own quantizer applied to the float tensor) and
+/// accumulated (the quantized model's tensor against the float model's).
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorDiagnosis {
+    pub tensor: String,
+    pub format: String,
+    pub scale: f32,
+    pub sqnr_alone_db: f64,
+    pub sqnr_drift_db: f64,
+}
+
+struct Capture {
+    names: BTreeMap<ValueId, String>,
+    got: BTreeMap<String, ArrayD<f32>>,
+}
+
+impl Observer for Capture {
+    fn observe(&mut self, value: ValueId, _name: &str, tensor: &Tensor) {
+        if let (Some(n), Tensor::F32(a)) = (self.names.get(&value), tensor) {
+            self.got.insert(n.clone(), a.clone());
+        }
+    }
+}
+
+fn capture_ids(m: &Model, names: &[String]) -> BTreeMap<ValueId, String> {
+    names
+        .iter()
+        .filter_map(|n| m.graph.find_value(n).map(|v| (v, n.clone())))
+        .collect()
+}
+
+fn eval_err(e: impl std::fmt::Display) -> QuantizeError {
+    QuantizeError::Eval(e.to_string())
+}
+
+/// Runs float and simulation models over `data` and compares them.
+pub fn evaluate(result: &QuantizeResult, data: &Dataset, batch_size: usize) -> Result<EvalReport, QuantizeError> {
+    let fi = Interpreter::new(&result.float).map_err(model_err)?;
+    let qi = Interpreter::new(&result.sim).map_err(model_err)?;
+    let out_name = fi.output_names().into_iter().next().ok_or_else(|| eval_err("the model has no output"))?;
+    let diag: Vec<(String, ActQuant)> = result
+        .quantized
+        .acts
+        .values()
+        .map(|a| (a.name.clone(), a.clone()))
+        .collect();
+    let names: Vec<String> = diag.iter().map(|d| d.0.clone()).collect();
+    let mut acc_f = Accuracy::default();
+    let mut acc_q = Accuracy::default();
+    let mut agree = Top1Agreement::default();
+    let mut sqnr = Sqnr::default();
+    let mut cos = Cosine::default();
+    let mut alone: Vec<Sqnr> = diag.iter().map(|_| Sqnr::default()).collect();
+    let mut drift: Vec<Sqnr> = diag.iter().map(|_| Sqnr::default()).collect();
+    let mut labels_seen = false;
+    let mut samples = 0;
+    let total = data.len().div_ceil(batch_size) as u64;
+    let pb = crate::util::progress::bar(total, "evaluate");
+    for b in data.batches(batch_size).map_err(eval_err)? {
+        let b = b.map_err(eval_err)?;
+        samples += b.len();
+        let feeds: Vec<(String, Tensor)> = b.inputs.iter().map(|(n, a)| (n.clone(), Tensor::F32(a.clone()))).collect();
+        let mut cf = Capture { names: capture_ids(&result.float, &names), got: BTreeMap::new() };
+        let mut cq = Capture { names: capture_ids(&result.sim, &names), got: BTreeMap::new() };
+        let fo = fi.run_batched_observed(&feeds, None, &mut cf).map_err(eval_err)?;
+        let qo = qi.run_batched_observed(&feeds, None, &mut cq).map_err(eval_err)?;
+        let get = |o: &Vec<(String, Tensor)>| -> Result<ArrayD<f32>, QuantizeError> {
+            o.iter().find(|x| x.0 == out_name).ok_or_else(|| eval_err("missing output"))?.1.to_f32().map_err(eval_err)
+        };
+        let (f, q) = (get(&fo)?, get(&qo)?);
+        if let Some(l) = &b.labels {
+            labels_seen = true;
+            acc_f.update(f.view(), l).map_err(eval_err)?;
+            acc_q.update(q.view(), l).map_err(eval_err)?;
+        }
+        if f.ndim() == 2 {
+            agree.update(f.view(), q.view()).map_err(eval_err)?;
+        }
+        sqnr.update(f.view(), q.view()).map_err(eval_err)?;
+        cos.update(f.view(), q.view()).map_err(eval_err)?;
+        for (i, (n, a)) in diag.iter().enumerate() {
+            let (Some(xf), Some(xq)) = (cf.got.get(n), cq.got.get(n)) else { continue };
+            let flat: Vec<f32> = xf.iter().copied().collect();
+            let mut qv = vec![0f32; flat.len()];
+            a.format.fake_quantize(&flat, a.scale, &mut qv);
+            let qa = ArrayD::from_shape_vec(xf.shape().to_vec(), qv).map_err(eval_err)?;
+            alone[i].update(xf.view(), qa.view()).map_err(eval_err)?;
+            drift[i].update(xf.view(), xq.view()).map_err(eval_err)?;
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let fin = |m: &dyn PairMetric| m.finish().unwrap_or(f64::NAN);
+    let (ft, qt) = if labels_seen {
+        (acc_f.finish().ok(), acc_q.finish().ok())
+    } else {
+        (None, None)
+    };
+    Ok(EvalReport {
+        samples,
+        output: out_name,
+        float_top1: ft.as_ref().map(|r| r.top1),
+        float_top5: ft.as_ref().map(|r| r.top5),
+        quant_top1: qt.as_ref().map(|r| r.top1),
+        quant_top5: qt.as_ref().map(|r| r.top5),
+        top1_agreement: agree.finish().ok(),
+        output_sqnr_db: fin(&sqnr),
+        output_cosine: fin(&cos),
+        tensors: diag
+            .iter()
+            .enumerate()
+            .map(|(i, (n, a))| TensorDiagnosis {
+                tensor: n.clone(),
+                format: a.format.to_string(),
+                scale: a.scale,
+                sqnr_alone_db: fin(&alone[i]),
+                sqnr_drift_db: fin(&drift[i]),
+            })
+            .collect(),
+    })
+}
+
+/// The plan's layers (re-exported for reports).
+pub fn layer_names(layers: &[Layer]) -> Vec<String> {
+    layers.iter().map(|l| l.name.clone()).collect()
+}

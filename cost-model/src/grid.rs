@@ -159,3 +159,42 @@ pub fn sample(stride: usize) -> Vec<MacSpec> {
     }
     out
 }
+
+/// Header of the grid manifest and of synthesis result files (result files append tool
+/// columns). Operands are described structurally so any tool's results can be fitted.
+pub const MANIFEST_HEADER: &str = "design,act,wt,n,datapath,acc_bits,frame_bits,\
+a_kind,a_bits,a_exp,a_man,a_signed,a_sub,w_kind,w_bits,w_exp,w_man,w_signed,w_sub";
+
+fn operand_cols(o: &Operand) -> String {
+    match *o {
+        Operand::Int { bits, signed, .. } => format!("int,{bits},0,0,{},0", u8::from(signed)),
+        Operand::Float {
+            exp,
+            man,
+            signed,
+            subnormals,
+            ..
+        } => format!(
+            "float,{},{exp},{man},{},{}",
+            o.code_bits(),
+            u8::from(signed),
+            u8::from(subnormals)
+        ),
+    }
+}
+
+/// One manifest row for `spec` (columns of [`MANIFEST_HEADER`]).
+pub fn manifest_row(spec: &MacSpec) -> Result<String, crate::CostError> {
+    Ok(format!(
+        "{},{},{},{},{},{},{},{},{}",
+        spec.module_name(),
+        spec.act.label(),
+        spec.wt.label(),
+        spec.n,
+        spec.datapath.name(),
+        spec.acc_bits()?,
+        spec.frame_bits(),
+        operand_cols(&spec.act),
+        operand_cols(&spec.wt)
+    ))
+}

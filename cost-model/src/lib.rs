@@ -10,7 +10,10 @@
 //! model IR.
 
 pub mod accum;
+pub mod estimate;
+pub mod fit;
 pub mod grid;
+pub mod layers;
 pub mod operand;
 pub mod reference;
 pub mod rtl;

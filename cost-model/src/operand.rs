@@ -60,6 +60,13 @@ impl Operand {
                     narrow,
                 })
             }
+            Format::Float(f) if f.man_bits == 0 && !f.subnormals => Err(CostError::Unsupported(
+                format!(
+                    "minifloat E{}M0 without subnormals has no zero (a scale format such as \
+                     E8M0), not a MAC operand",
+                    f.exp_bits
+                ),
+            )),
             Format::Float(FloatFormat {
                 exp_bits,
                 man_bits,

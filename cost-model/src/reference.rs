@@ -26,7 +26,7 @@ impl WideAcc {
         let (q, r) = ((shift / 64) as usize, shift % 64);
         // Place the 128-bit magnitude shifted by `shift` bits.
         let lo = (mag as u64) as u128;
-        let hi = (mag >> 64) as u128;
+        let hi = mag >> 64;
         for (part, off) in [(lo, 0usize), (hi, 1usize)] {
             let wide = part << r; // at most 128 bits
             for (k, limb) in [(0usize, wide as u64), (1usize, (wide >> 64) as u64)] {

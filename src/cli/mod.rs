@@ -2,6 +2,9 @@
 //! subcommand module parses its arguments and calls into the library.
 
 use clap::{Parser, Subcommand};
+
+pub mod cost;
+pub mod rtl;
 use std::process::ExitCode;
 
 /// mfq: quantize ONNX models to integer and minifloat formats and estimate their FPGA cost.
@@ -19,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Print version and build information.
     Version,
+    /// FPGA cost of a MAC unit or a model; `cost fit` fits coefficients to synthesis results.
+    Cost(Box<cost::CostArgs>),
+    /// Write the Verilog of a MAC unit (or the whole synthesis grid).
+    Rtl(rtl::RtlArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -51,5 +58,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cost(a) => cost::run(*a),
+        Command::Rtl(a) => rtl::run(a),
     }
 }

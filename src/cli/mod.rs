@@ -10,6 +10,8 @@ pub mod run;
 use clap::{Parser, Subcommand};
 
 mod formats;
+pub mod cost;
+pub mod rtl;
 use std::process::ExitCode;
 
 /// mfq: quantize ONNX models to integer and minifloat formats and estimate their FPGA cost.
@@ -39,6 +41,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Calibrate, quantize, evaluate and export a model.
     Quantize(quantize::QuantizeArgs),
+    /// FPGA cost of a MAC unit or a model; `cost fit` fits coefficients to synthesis results.
+    Cost(Box<cost::CostArgs>),
+    /// Write the Verilog of a MAC unit (or the whole synthesis grid).
+    Rtl(rtl::RtlArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -77,6 +83,8 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Formats(a) => formats::run(a),
         Command::Sweep(args) => sweep::run(args),
         Command::Check(args) => check::run(args),
+        Command::Cost(a) => cost::run(*a),
+        Command::Rtl(a) => rtl::run(a),
     }
 }
 

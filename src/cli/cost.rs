@@ -1,0 +1,301 @@
+//! `mfq cost`: FPGA cost of one MAC unit (`--mac`) or of a model given as layer descriptions
+//! (`--layers layers.json`), and `mfq cost fit` to fit coefficient sets to synthesis results.
+
+use crate::util::atomic::write_atomic;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use cost_model::estimate::{builtin, estimate_mac_with, Device, MacOptions};
+use cost_model::fit::{fit, parse_results, CoeffSet};
+use cost_model::layers::{
+    estimate_model, finn_estimate, qonnx_counts, Arch, LayerDesc, ModelOptions, WeightMemory,
+};
+use cost_model::operand::Operand;
+use quant_formats::Format;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `mfq cost`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CostArgs {
+    #[command(subcommand)]
+    pub action: Option<CostAction>,
+    /// Cost one MAC unit (needs --weights, --acts, --n).
+    #[arg(long)]
+    pub mac: bool,
+    /// Layer descriptions (JSON list of cost_model::layers::LayerDesc) to cost as a model.
+    #[arg(long, conflicts_with = "mac")]
+    pub layers: Option<PathBuf>,
+    /// Weight format (int4, uint8, e4m3, e2m1:nosub, fp8-e4m3fn, ...).
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// Activation format.
+    #[arg(long)]
+    pub acts: Option<String>,
+    /// Dot-product length.
+    #[arg(long)]
+    pub n: Option<u64>,
+    /// Device family: ultrascale+, versal, 7series.
+    #[arg(long, default_value = "ultrascale+")]
+    pub device: String,
+    /// Map multipliers to DSP blocks.
+    #[arg(long)]
+    pub dsp: bool,
+    /// Datapath: tc, sm_addsub, sm_negpre, sm_negpost (default: tc for integers, sm_addsub
+    /// otherwise).
+    #[arg(long)]
+    pub datapath: Option<String>,
+    /// Coefficient set (JSON from `mfq cost fit`) instead of the built-in one.
+    #[arg(long)]
+    pub coeffs: Option<PathBuf>,
+    /// Architecture for --layers: mac (one MAC unit per format pair) or dataflow.
+    #[arg(long, default_value = "mac")]
+    pub arch: String,
+    /// Target frames per second (dataflow).
+    #[arg(long, default_value_t = 1000.0)]
+    pub fps: f64,
+    /// Clock in MHz (dataflow).
+    #[arg(long, default_value_t = 200.0)]
+    pub clock: f64,
+    /// Weight memory: auto, bram, uram, lutram (dataflow).
+    #[arg(long, default_value = "auto")]
+    pub memory: String,
+    /// Also report FINN's own formulas at the solved folding (dataflow).
+    #[arg(long)]
+    pub finn: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print per-layer CSV.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+/// Subcommands of `mfq cost`.
+#[derive(Debug, Subcommand)]
+pub enum CostAction {
+    /// Fit a coefficient set to a synthesis results CSV (scripts/eda/synth_grid.sh format).
+    Fit {
+        /// Results CSV.
+        results: PathBuf,
+        /// Output coefficient JSON.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Only rows of this flow (nodsp, dsp); required when the file mixes flows.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Only rows of this device family (xcup, xc7).
+        #[arg(long)]
+        family: Option<String>,
+        /// Date recorded in the provenance (YYYY-MM-DD; default today, UTC).
+        #[arg(long)]
+        date: Option<String>,
+    },
+}
+
+/// Runs `mfq cost`.
+pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
+    if let Some(CostAction::Fit {
+        results,
+        output,
+        flow,
+        family,
+        date,
+    }) = &args.action
+    {
+        return run_fit(
+            results,
+            output,
+            flow.as_deref(),
+            family.as_deref(),
+            date.clone(),
+        );
+    }
+    let device = Device::parse(&args.device)?;
+    let datapath = match &args.datapath {
+        Some(d) => Some(cost_model::rtl::Datapath::from_name(d).with_context(|| {
+            format!("--datapath {d}: expected tc, sm_addsub, sm_negpre or sm_negpost")
+        })?),
+        None => None,
+    };
+    let mac = MacOptions {
+        device,
+        use_dsp: args.dsp,
+        datapath,
+    };
+    let custom = match &args.coeffs {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading coefficient set {}", p.display()))?;
+            Some(CoeffSet::from_json(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    if args.mac {
+        let (Some(w), Some(a), Some(n)) = (&args.weights, &args.acts, args.n) else {
+            bail!("--mac needs --weights FMT --acts FMT --n N");
+        };
+        let wt = parse_operand(w, "--weights")?;
+        let act = parse_operand(a, "--acts")?;
+        let set = match &custom {
+            Some(s) => s,
+            None => builtin(args.dsp)?,
+        };
+        let e = estimate_mac_with(set, &act, &wt, n, &mac)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            println!(
+                "{} x {} (n = {n}, {:?}, datapath {}): {} LUT, {} FF, {} carry, {} DSP, accumulator {} bits\ncoefficients: {}",
+                e.act, e.wt, device, e.datapath, e.lut, e.ff, e.carry, e.dsp, e.acc_bits, e.coefficients
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(lp) = &args.layers else {
+        bail!(
+            "give --mac (one MAC unit) or --layers layers.json (a model as layer descriptions); \
+             costing an ONNX model directly needs the importer"
+        );
+    };
+    if custom.is_some() {
+        bail!("--coeffs applies to --mac only");
+    }
+    let text =
+        std::fs::read_to_string(lp).with_context(|| format!("reading layers {}", lp.display()))?;
+    let layers: Vec<LayerDesc> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON list of layer descriptions", lp.display()))?;
+    let arch = match args.arch.as_str() {
+        "mac" => Arch::MacPerPair,
+        "dataflow" => Arch::Dataflow {
+            fps: args.fps,
+            clock_mhz: args.clock,
+        },
+        other => bail!("--arch {other}: expected mac or dataflow"),
+    };
+    let memory = match args.memory.as_str() {
+        "auto" => WeightMemory::Auto,
+        "bram" => WeightMemory::Bram,
+        "uram" => WeightMemory::Uram,
+        "lutram" => WeightMemory::Lutram,
+        other => bail!("--memory {other}: expected auto, bram, uram or lutram"),
+    };
+    let est = estimate_model(&layers, &ModelOptions { mac, arch, memory })?;
+    let finn = if args.finn {
+        let mut v = Vec::new();
+        for (l, e) in layers.iter().zip(&est.layers) {
+            v.push(finn_estimate(l, e.pe, e.simd, args.dsp, memory, device)?);
+        }
+        Some(v)
+    } else {
+        None
+    };
+    let counts = qonnx_counts(&layers);
+    if args.json {
+        let obj = serde_json::json!({ "estimate": est, "qonnx": counts, "finn": finn });
+        println!("{}", serde_json::to_string_pretty(&obj)?);
+    } else if args.csv {
+        println!(
+            "layer,pair,macs,n,acc_bits,pe,simd,cycles,lut,ff,carry,dsp,bram18,uram,lutram_lut"
+        );
+        for l in &est.layers {
+            println!(
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                l.name,
+                l.pair,
+                l.macs,
+                l.n,
+                l.acc_bits,
+                l.pe,
+                l.simd,
+                l.cycles,
+                l.lut,
+                l.ff,
+                l.carry,
+                l.dsp,
+                l.memory.bram18,
+                l.memory.uram,
+                l.memory.lutram_lut
+            );
+        }
+    } else {
+        println!(
+            "{} layers, {} MACs: {} LUT, {} FF, {} carry, {} DSP, {} BRAM18, {} URAM; {} cycles/frame{}",
+            est.layers.len(),
+            est.total_macs,
+            est.lut,
+            est.ff,
+            est.carry,
+            est.dsp,
+            est.bram18,
+            est.uram,
+            est.cycles_per_frame,
+            if est.meets_target { "" } else { " (target throughput NOT met)" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn today_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = (secs / 86400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn run_fit(
+    results: &Path,
+    output: &Path,
+    flow: Option<&str>,
+    family: Option<&str>,
+    date: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(results)
+        .with_context(|| format!("reading results {}", results.display()))?;
+    let src = results.display().to_string();
+    let mut rows = parse_results(&text, &src)?;
+    rows.retain(|r| flow.is_none_or(|f| r.flow == f) && family.is_none_or(|f| r.family == f));
+    let set = fit(&rows, &src, &date.unwrap_or_else(today_utc))?;
+    write_atomic(
+        output,
+        format!("{}\n", set.to_json()).as_bytes(),
+        &[results],
+    )?;
+    for (dp, m) in &set.models {
+        eprintln!(
+            "{dp}: {} fit / {} held out; LUT MAPE held-out {:.1} % (max {:.1} %), fit {:.1} %; by family {:?}; FF = acc_bits: {}",
+            m.quality.rows_fit,
+            m.quality.rows_holdout,
+            m.quality.lut_mape_holdout,
+            m.quality.lut_max_ape_holdout,
+            m.quality.lut_mape_fit,
+            m.holdout_mape_by_family,
+            m.quality.ff_equals_acc_bits
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses a format string with the shared quant-formats syntax (`int4`, `uint8`, `e4m3`,
+/// `e2m1:nosub`, `fp8-e4m3fn`, ...).
+pub fn parse_format(s: &str) -> anyhow::Result<Format> {
+    s.parse::<Format>()
+        .map_err(|e| anyhow::anyhow!("format {s:?}: {e}"))
+}
+
+/// Parses a format and converts it to the datapath view; `what` names the option.
+pub fn parse_operand(s: &str, what: &str) -> anyhow::Result<Operand> {
+    let f = parse_format(s).with_context(|| what.to_string())?;
+    Operand::from_format(&f).with_context(|| format!("{what} {s}"))
+}

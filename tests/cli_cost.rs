@@ -1,0 +1,150 @@
+//! `mfq cost --mac --json`, `mfq rtl` and `mfq cost fit` end to end.
+
+use std::process::Command;
+
+fn mfq(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mfq"))
+        .args(args)
+        .output()
+        .expect("run mfq");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cost_mac_json_has_the_documented_keys() {
+    let (ok, out, err) = mfq(&[
+        "cost",
+        "--mac",
+        "--weights",
+        "e4m3",
+        "--acts",
+        "e4m3",
+        "--n",
+        "4608",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for k in ["lut", "ff", "carry", "dsp", "acc_bits"] {
+        assert!(v[k].is_u64(), "key {k} missing or not an integer: {out}");
+    }
+    assert_eq!(v["acc_bits"], 50);
+    assert_eq!(v["ff"], 50);
+    let (ok, out, err) = mfq(&[
+        "cost",
+        "--mac",
+        "--weights",
+        "int4",
+        "--acts",
+        "uint8",
+        "--n",
+        "64",
+        "--device",
+        "7series",
+        "--dsp",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["acc_bits"], 4 + 8 + 6 + 1);
+}
+
+#[test]
+fn bad_inputs_name_the_option() {
+    let (ok, _, err) = mfq(&[
+        "cost",
+        "--mac",
+        "--weights",
+        "int99x",
+        "--acts",
+        "int4",
+        "--n",
+        "8",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--weights"), "{err}");
+    let (ok, _, err) = mfq(&[
+        "cost",
+        "--mac",
+        "--weights",
+        "int4",
+        "--acts",
+        "int4",
+        "--n",
+        "8",
+        "--device",
+        "stratix",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--device"), "{err}");
+}
+
+#[test]
+fn rtl_writes_verilog_and_fit_roundtrips() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let v = d.path().join("mac.v");
+    let (ok, _, err) = mfq(&[
+        "rtl",
+        "--weights",
+        "e2m1",
+        "--acts",
+        "int4",
+        "--n",
+        "100",
+        "-o",
+        v.to_str().expect("path"),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&v).expect("verilog");
+    assert!(
+        text.contains("module mac_int4_e2m1_n100_sm_addsub"),
+        "{text}"
+    );
+    // Fit the committed results and compare with the shipped coefficient set's models.
+    let csv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cost-model/data/yosys-0.23-xcup.csv"
+    );
+    let out = d.path().join("coeffs.json");
+    let (ok, _, err) = mfq(&[
+        "cost",
+        "fit",
+        csv,
+        "-o",
+        out.to_str().expect("path"),
+        "--flow",
+        "nodsp",
+        "--date",
+        "2026-11-28",
+    ]);
+    assert!(ok, "{err}");
+    let ours: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("json");
+    let shipped: serde_json::Value = serde_json::from_str(include_str!(
+        "../cost-model/data/coeffs-yosys-0.23-xcup-nodsp.json"
+    ))
+    .expect("json");
+    assert_eq!(
+        ours["models"], shipped["models"],
+        "shipped coefficients are not the fit of the shipped CSV"
+    );
+    let (ok, out2, err) = mfq(&[
+        "cost",
+        "--mac",
+        "--weights",
+        "int4",
+        "--acts",
+        "int4",
+        "--n",
+        "64",
+        "--coeffs",
+        out.to_str().expect("p"),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out2.contains("\"lut\""));
+}

@@ -208,6 +208,15 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &eval_report {
         print_summary(e);
     }
+    let cost = cost_summary(&result);
+    match &cost {
+        Ok(c) => println!(
+            "cost: largest dot product n = {}, MAC unit ({} x {}) {} LUT / {} FF, accumulator {} bits; {} MACs per sample",
+            c["n"], c["mac"]["wt"].as_str().unwrap_or("?"), c["mac"]["act"].as_str().unwrap_or("?"),
+            c["mac"]["lut"], c["mac"]["ff"], c["mac"]["acc_bits"], c["total_macs"]
+        ),
+        Err(e) => eprintln!("note: no cost estimate: {e}"),
+    }
     eprintln!(
         "wrote {} ({style}, opset {opset}) in {:.2} s",
         args.output.display(),
@@ -228,12 +237,49 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
             "layers": result.layers,
             "activations": result.quantized.acts.values().collect::<Vec<_>>(),
             "evaluation": eval_report,
+            "cost": cost.as_ref().map_err(|e| e.to_string()).map_or_else(|e| serde_json::json!({ "error": e }), |c| c.clone()),
             "timings_s": { "calibrate_quantize": calib_s, "evaluate": eval_s, "total": t0.elapsed().as_secs_f64() },
         });
         let text = serde_json::to_string_pretty(&report)?;
         crate::util::atomic::write_atomic(rp, text.as_bytes(), &inputs)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cost figures of the quantized model: the MAC unit of the most common (weights, acts) pair at
+/// the largest dot-product length (the paper's metric), every pair's unit, and per-layer
+/// descriptions with totals.
+fn cost_summary(result: &quant::QuantizeResult) -> anyhow::Result<serde_json::Value> {
+    use std::collections::BTreeMap;
+    let descs = quant::cost::layer_descs(&result.float, &result.quantized.layers)?;
+    anyhow::ensure!(!descs.is_empty(), "no quantized compute layer with both formats");
+    let n = descs.iter().map(|d| d.n).max().unwrap_or(1);
+    let mut pairs: BTreeMap<(String, String), (u64, quant_formats::Format, quant_formats::Format)> = BTreeMap::new();
+    for d in &descs {
+        let e = pairs
+            .entry((d.weight_format.to_string(), d.act_format.to_string()))
+            .or_insert((0, d.weight_format, d.act_format));
+        e.0 += d.macs;
+    }
+    let main = pairs.values().max_by_key(|p| p.0).map(|p| (p.1, p.2)).context("no format pair")?;
+    let mac = quant::cost::mac_cost(&main.0, &main.1, n)?;
+    let units: Vec<_> = pairs
+        .values()
+        .map(|(macs, w, a)| {
+            quant::cost::mac_cost(w, a, n).map(|m| serde_json::json!({ "weights": w.to_string(), "acts": a.to_string(), "macs": macs, "estimate": m }))
+        })
+        .collect::<Result<_, _>>()?;
+    let paper = quant::cost::model_cost(&descs, cost_model::layers::Arch::MacPerPair)?;
+    let weight_bits: u64 = descs.iter().map(|d| d.weight_count * u64::from(d.weight_format.bits())).sum();
+    Ok(serde_json::json!({
+        "n": n,
+        "mac": mac,
+        "mac_units": units,
+        "total_macs": descs.iter().map(|d| d.macs).sum::<u64>(),
+        "weight_memory_bits": weight_bits,
+        "mac_per_pair_lut": paper.lut,
+        "layers": descs,
+    }))
 }
 
 fn pct(x: Option<f64>) -> String {

@@ -6,6 +6,7 @@
 //! so what mfq reports is what the exported file computes.
 
 pub mod calibrate;
+pub mod cost;
 pub mod materialize;
 pub mod pipeline;
 pub mod plan;

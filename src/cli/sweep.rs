@@ -92,11 +92,64 @@ pub fn run_with_evaluator<E: Display>(
     })
 }
 
-/// Arguments of `mfq sweep`.
+/// Arguments of `mfq sweep`: either `mfq sweep MODEL --calib DATA --eval DATA --grid GRID -o DIR`
+/// or one of the subcommands.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SweepArgs {
     #[command(subcommand)]
-    pub action: SweepAction,
+    pub action: Option<SweepAction>,
+    /// Float ONNX model to sweep.
+    #[arg(required = true)]
+    pub model: Option<PathBuf>,
+    /// Calibration data (.npz keyed by input names, .npy, or an image folder).
+    #[arg(long, required = true)]
+    pub calib: Option<PathBuf>,
+    /// Evaluation data (with `labels` for top-1; otherwise agreement with float).
+    #[arg(long, required = true)]
+    pub eval: Option<PathBuf>,
+    /// Calibration samples (default: all).
+    #[arg(long)]
+    pub calib_samples: Option<usize>,
+    /// Evaluation samples (default: all).
+    #[arg(long)]
+    pub eval_samples: Option<usize>,
+    /// Base recipe (TOML, as for `mfq quantize --config`); grid axes override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: Option<SweepRunArgs>,
+}
+
+fn run_model(args: &SweepArgs) -> anyhow::Result<ExitCode> {
+    use crate::quant::sweep_eval::SweepEvaluator;
+    let (Some(model), Some(calib), Some(eval), Some(run)) = (&args.model, &args.calib, &args.eval, &args.run) else {
+        anyhow::bail!("mfq sweep needs MODEL, --calib, --eval, --grid and -o (or a subcommand)");
+    };
+    let base = match &args.config {
+        Some(p) => crate::quant::Recipe::from_toml_file(p)?,
+        None => crate::quant::Recipe::default(),
+    };
+    let m = crate::onnx::load(model)?;
+    let inputs = crate::quant::pipeline::data_inputs(&m);
+    let mut cds = crate::data::Dataset::open(calib, &inputs, None).context("calibration data")?;
+    if let Some(n) = args.calib_samples {
+        cds.select(n, Some(base.seed));
+    }
+    let mut eds = crate::data::Dataset::open(eval, &inputs, None).context("evaluation data")?;
+    if let Some(n) = args.eval_samples {
+        eds.select(n, Some(base.seed));
+    }
+    let t0 = std::time::Instant::now();
+    let ev = SweepEvaluator::new(m, base, cds, &eds)?;
+    eprintln!("shared work (float outputs, shapes) ready in {:.2} s", t0.elapsed().as_secs_f64());
+    let validity = |r: &crate::sweep::ConfigRecipe| ev.recipe(r).map(|_| ()).map_err(|e| e.to_string());
+    let evaluator = |r: &crate::sweep::ConfigRecipe| ev.evaluate(r);
+    let mut files = vec![model.clone(), calib.clone(), eval.clone()];
+    if let Some(c) = &args.config {
+        files.push(c.clone());
+    }
+    run_with_evaluator(run, files, Some(&validity), &evaluator)
 }
 
 /// Sweep subcommands.
@@ -128,7 +181,10 @@ pub enum SweepAction {
 
 /// Runs `mfq sweep`.
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    match args.action {
+    let Some(action) = args.action else {
+        return run_model(&args);
+    };
+    match action {
         SweepAction::Plan { grid, json } => {
             let g = Grid::load(&grid)?;
             let plan = g.expand(None);

@@ -11,6 +11,7 @@ pub mod materialize;
 pub mod pipeline;
 pub mod plan;
 pub mod recipe;
+pub mod sweep_eval;
 
 pub use pipeline::{evaluate, export, prepare, quantize, EvalReport, QuantizeError, QuantizeResult};
 pub use recipe::Recipe;

@@ -151,14 +151,10 @@ pub struct QuantizeResult {
     pub prepare_log: Vec<String>,
 }
 
-/// Calibrates and quantizes `model` (already prepared) on `calib`.
-pub fn quantize(model: &Model, recipe: &Recipe, calib: &Dataset) -> Result<QuantizeResult, QuantizeError> {
-    let r = recipe.resolve()?;
-    let layers = plan::plan(model, &r)?;
-    let interp = Interpreter::new(model).map_err(model_err)?;
-    // Activations to observe: every activation input of a layer with an activation format.
+/// The activation tensors a plan quantizes (inputs of compute layers with an activation format).
+pub fn watched_activations(model: &Model, layers: &[Layer]) -> Vec<(ValueId, String)> {
     let mut watch: BTreeMap<ValueId, String> = BTreeMap::new();
-    for l in &layers {
+    for l in layers {
         if l.act_format.is_none() {
             continue;
         }
@@ -168,9 +164,39 @@ pub fn quantize(model: &Model, recipe: &Recipe, calib: &Dataset) -> Result<Quant
             }
         }
     }
-    let watch: Vec<(ValueId, String)> = watch.into_iter().collect();
-    let set = calibrate::observe(&interp, calib, recipe.batch_size, &watch, &r.clip)?;
-    let acts = calibrate::activation_quantizers(model, &layers, &set, &r.clip, r.scale_rounding, recipe.unsigned_acts)?;
+    watch.into_iter().collect()
+}
+
+/// Streams the calibration set through the float model and gathers statistics of every
+/// activation the recipe's plan quantizes. The result depends only on the float model, the
+/// data and whether the clip method needs histograms, so sweeps share it across formats.
+pub fn calibration_stats(
+    model: &Model,
+    recipe: &Recipe,
+    calib: &Dataset,
+) -> Result<crate::calib::ObserverSet, QuantizeError> {
+    let r = recipe.resolve()?;
+    let layers = plan::plan(model, &r)?;
+    let interp = Interpreter::new(model).map_err(model_err)?;
+    let watch = watched_activations(model, &layers);
+    Ok(calibrate::observe(&interp, calib, recipe.batch_size, &watch, &r.clip)?)
+}
+
+/// Calibrates and quantizes `model` (already prepared) on `calib`.
+pub fn quantize(model: &Model, recipe: &Recipe, calib: &Dataset) -> Result<QuantizeResult, QuantizeError> {
+    let set = calibration_stats(model, recipe, calib)?;
+    quantize_with_stats(model, recipe, &set)
+}
+
+/// Quantizes `model` with calibration statistics gathered earlier (see [`calibration_stats`]).
+pub fn quantize_with_stats(
+    model: &Model,
+    recipe: &Recipe,
+    set: &crate::calib::ObserverSet,
+) -> Result<QuantizeResult, QuantizeError> {
+    let r = recipe.resolve()?;
+    let layers = plan::plan(model, &r)?;
+    let acts = calibrate::activation_quantizers(model, &layers, set, &r.clip, r.scale_rounding, recipe.unsigned_acts)?;
     let mut weights = BTreeMap::new();
     let mut reports = Vec::new();
     for l in &layers {

@@ -59,6 +59,9 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
     if folded > 0 {
         log.push(format!("constant folding: {folded} nodes folded"));
     }
+    if let Some(n) = generalize_batch(model)? {
+        log.push(format!("batch dimension made dynamic ({n} Reshape shapes rewritten from 1 to -1)"));
+    }
     for p in passes {
         match p.as_str() {
             "fold-batch-norm" => {
@@ -74,6 +77,105 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
         }
     }
     Ok(log)
+}
+
+/// A model exported with batch 1 baked in (inputs `[1, …]` and Reshape shapes starting with 1)
+/// is rewritten to take any batch: the inputs' first dimension becomes symbolic and each such
+/// Reshape shape starts with -1. The rewrite is kept only if the model then gives the same
+/// outputs on a batch of two as on each sample alone; otherwise the model is left unchanged.
+/// Returns the number of Reshape shapes rewritten, or `None` when nothing was done.
+pub fn generalize_batch(model: &mut Model) -> Result<Option<usize>, QuantizeError> {
+    let g = &model.graph;
+    let req: Vec<ValueId> = g.inputs.iter().copied().filter(|&v| g.value(v).constant.is_none()).collect();
+    let fixed_one = !req.is_empty()
+        && req.iter().all(|&v| {
+            g.value(v)
+                .shape
+                .as_ref()
+                .and_then(|s| s.first())
+                .is_some_and(|d| *d == Dim::Known(1))
+        });
+    if !fixed_one {
+        return Ok(None);
+    }
+    let mut cand = model.clone();
+    let mut rewritten = 0;
+    for id in cand.graph.node_ids() {
+        let node = cand.graph.node(id);
+        if node.op_type != "Reshape" {
+            continue;
+        }
+        let Some(sv) = node.inputs.get(1).copied().flatten() else { continue };
+        let Some(Tensor::I64(a)) = cand.graph.value(sv).constant.as_deref().cloned() else { continue };
+        let v: Vec<i64> = a.iter().copied().collect();
+        if v.len() >= 2 && v[0] == 1 && !v.contains(&-1) {
+            let mut nv = v.clone();
+            nv[0] = -1;
+            let t = Tensor::i64(&[nv.len()], nv).map_err(model_err)?;
+            // A shape constant shared with other nodes gets its own copy.
+            let name = cand.graph.fresh_name(&format!("{}_any_batch", cand.graph.value(sv).name));
+            let c = cand.graph.add_constant(&name, t);
+            cand.graph.set_input(id, 1, Some(c));
+            rewritten += 1;
+        }
+    }
+    for &v in &req {
+        if let Some(s) = cand.graph.value_mut(v).shape.as_mut() {
+            s[0] = Dim::Sym("batch".into());
+        }
+    }
+    for &o in &cand.graph.outputs.clone() {
+        if let Some(s) = cand.graph.value_mut(o).shape.as_mut() {
+            if s.first() == Some(&Dim::Known(1)) {
+                s[0] = Dim::Sym("batch".into());
+            }
+        }
+    }
+    // Check: a batch of two equals the two samples run alone (deterministic pseudo-random data).
+    let Ok(interp) = Interpreter::new(&cand) else { return Ok(None) };
+    let orig = Interpreter::new(model).map_err(model_err)?;
+    let mut feeds2 = Vec::new();
+    let mut feeds_a = Vec::new();
+    let mut feeds_b = Vec::new();
+    for &v in &req {
+        let val = model.graph.value(v);
+        let Some(shape) = val.static_shape() else { return Ok(None) };
+        if val.dtype.is_some_and(|d| d != DType::F32) {
+            return Ok(None);
+        }
+        let n: usize = shape.iter().product();
+        let mut state = 0x9e37_79b9_u32;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32) - 0.5
+        };
+        let a: Vec<f32> = (0..n).map(|_| next()).collect();
+        let b: Vec<f32> = (0..n).map(|_| next()).collect();
+        let mut s2 = shape.clone();
+        s2[0] = 2;
+        let both: Vec<f32> = a.iter().chain(b.iter()).copied().collect();
+        let name = val.name.clone();
+        feeds2.push((name.clone(), Tensor::f32(&s2, both).map_err(model_err)?));
+        feeds_a.push((name.clone(), Tensor::f32(&shape, a).map_err(model_err)?));
+        feeds_b.push((name, Tensor::f32(&shape, b).map_err(model_err)?));
+    }
+    let (Ok(o2), Ok(oa), Ok(ob)) = (interp.run(&feeds2), orig.run(&feeds_a), orig.run(&feeds_b)) else {
+        return Ok(None);
+    };
+    for ((x2, xa), xb) in o2.iter().zip(&oa).zip(&ob) {
+        let (Ok(x2), Ok(xa), Ok(xb)) = (x2.1.to_f32(), xa.1.to_f32(), xb.1.to_f32()) else { return Ok(None) };
+        let joined: Vec<f32> = xa.iter().chain(xb.iter()).copied().collect();
+        let got: Vec<f32> = x2.iter().copied().collect();
+        let scale = joined.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
+        if got.len() != joined.len() || got.iter().zip(&joined).any(|(p, q)| (p - q).abs() > 1e-5 * scale) {
+            return Ok(None);
+        }
+    }
+    crate::ir::transform::remove_dead_code(&mut cand.graph).map_err(model_err)?;
+    *model = cand;
+    Ok(Some(rewritten))
 }
 
 /// The data-module description of the model's inputs (for opening data sets): graph inputs
@@ -403,4 +505,44 @@ pub fn evaluate(result: &QuantizeResult, data: &Dataset, batch_size: usize) -> R
 /// The plan's layers (re-exported for reports).
 pub fn layer_names(layers: &[Layer]) -> Vec<String> {
     layers.iter().map(|l| l.name.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w1() -> Model {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/w1/model.onnx");
+        crate::onnx::load(&p).expect("W1 model is vendored")
+    }
+
+    #[test]
+    fn w1_batch_one_model_runs_batched_after_prepare() {
+        let mut m = w1();
+        let log = prepare(&mut m, &["fold-batch-norm".to_string()]).expect("prepare");
+        assert!(log.iter().any(|l| l.contains("batch dimension made dynamic")), "{log:?}");
+        let interp = Interpreter::new(&m).expect("interp");
+        let x = Tensor::f32(&[8, 1, 28, 28], (0..8 * 784).map(|i| (i % 255) as f32).collect()).expect("x");
+        let out = interp.run(&[("Input3".into(), x.clone())]).expect("batched run");
+        assert_eq!(out[0].1.shape(), &[8, 10]);
+        // Same numbers as the original batch-1 model sample by sample.
+        let orig = Interpreter::new(&w1()).expect("orig");
+        let all = out[0].1.to_f32().expect("f32");
+        let xs = x.to_f32().expect("f32");
+        for i in 0..8 {
+            let xi = Tensor::F32(xs.slice(ndarray::s![i..i + 1, .., .., ..]).to_owned().into_dyn());
+            let o = orig.run(&[("Input3".into(), xi)]).expect("single");
+            let o = o[0].1.to_f32().expect("f32");
+            for (a, b) in o.iter().zip(all.slice(ndarray::s![i, ..]).iter()) {
+                assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_pass_is_an_error_naming_it() {
+        let mut m = w1();
+        let e = prepare(&mut m, &["no-such-pass".to_string()]).expect_err("unknown pass");
+        assert!(e.to_string().contains("no-such-pass"), "{e}");
+    }
 }

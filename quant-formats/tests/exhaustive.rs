@@ -138,7 +138,10 @@ fn every_code_round_trips_and_is_monotone() {
     let fams = representative(12);
     assert!(fams.len() > 1000, "family has {} formats", fams.len());
     let codes: u64 = fams.iter().map(|f| f.code_count()).sum();
-    eprintln!("exhaustive: {} formats of <= 12 bits, {codes} codes", fams.len());
+    eprintln!(
+        "exhaustive: {} formats of <= 12 bits, {codes} codes",
+        fams.len()
+    );
     for f in &fams {
         check_codes(f);
     }
@@ -147,7 +150,10 @@ fn every_code_round_trips_and_is_monotone() {
 #[test]
 fn every_midpoint_rounds_like_the_oracle() {
     let fams = representative(10);
-    eprintln!("midpoints: {} formats of <= 10 bits plus the presets", fams.len());
+    eprintln!(
+        "midpoints: {} formats of <= 10 bits plus the presets",
+        fams.len()
+    );
     for f in fams {
         check_midpoints(&f);
     }

@@ -55,6 +55,19 @@ fn bench(c: &mut Criterion) {
                 .expect("shape")
         })
     });
+    let col_scales: Vec<f32> = (0..COLS).map(|c| 0.1 + c as f32 * 0.001).collect();
+    g.bench_function("per-channel-last-axis/int4", |b| {
+        b.iter(|| {
+            int4.fake_quantize_per_channel(black_box(&x), &[ROWS, COLS], 1, &col_scales, &mut out)
+                .expect("shape")
+        })
+    });
+    g.bench_function("per-channel-last-axis/fp8-e4m3fn", |b| {
+        b.iter(|| {
+            e4.fake_quantize_per_channel(black_box(&x), &[ROWS, COLS], 1, &col_scales, &mut out)
+                .expect("shape")
+        })
+    });
     let mx: Format = "mxfp4".parse().expect("format");
     g.bench_function("mx/mxfp4", |b| {
         b.iter(|| {

@@ -458,16 +458,28 @@ impl Quantizer {
         }
     }
 
-    /// Loop with one scale per element (per-channel/per-block layouts with inner stride 1).
-    fn scaled_each(
-        &self,
-        x: &[f32],
-        scales: impl Iterator<Item = f32>,
-        out: &mut [f32],
-        idx0: u64,
-    ) {
-        for (i, ((o, &v), s)) in out.iter_mut().zip(x).zip(scales).enumerate() {
-            *o = self.quantize_one(v / s, idx0 + i as u64) * s;
+    /// Loop with one scale per element (per-channel/per-block layouts with inner stride 1):
+    /// `out[i] = Q(x[i] / scales[i]) * scales[i]`.
+    fn scaled_each(&self, x: &[f32], scales: &[f32], out: &mut [f32], idx0: u64) {
+        #[inline(always)]
+        fn each<F: Fn(f32) -> f32>(x: &[f32], scales: &[f32], out: &mut [f32], q: F) {
+            for ((o, &v), &s) in out.iter_mut().zip(x).zip(scales) {
+                *o = q(v / s) * s;
+            }
+        }
+        match (self.kind, self.rounding) {
+            (Kind::Int { qmin, qmax, step }, Rounding::HalfEven) if !self.generic => {
+                let inv = 1.0 / step;
+                each(x, scales, out, move |v| int_fast(v, qmin, qmax, step, inv))
+            }
+            (Kind::Float { fast: Some(p), .. }, _) => {
+                each(x, scales, out, move |v| self.float_fast(&p, v))
+            }
+            _ => {
+                for (i, ((o, &v), &s)) in out.iter_mut().zip(x).zip(scales).enumerate() {
+                    *o = self.quantize_one(v / s, idx0 + i as u64) * s;
+                }
+            }
         }
     }
 }
@@ -588,7 +600,7 @@ impl Quantizer {
         }
         if inner == 1 {
             for (o, (xr, orow)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
-                self.scaled_each(xr, scales.iter().copied(), orow, (o * dim) as u64);
+                self.scaled_each(xr, scales, orow, (o * dim) as u64);
             }
         } else {
             for (r, (xr, orow)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
@@ -638,12 +650,7 @@ impl Quantizer {
                 if inner == 1 {
                     os[0] = self.quantize_one(xs[0] / scales[srow], row as u64) * scales[srow];
                 } else {
-                    self.scaled_each(
-                        xs,
-                        scales[srow..srow + inner].iter().copied(),
-                        os,
-                        row as u64,
-                    );
+                    self.scaled_each(xs, &scales[srow..srow + inner], os, row as u64);
                 }
             }
         }

@@ -687,14 +687,17 @@ impl Quantizer {
             // Blocks are contiguous runs: amax, then one fast slice pass per block.
             for (o, (xr, orow)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
                 for (b, (xb, ob)) in xr.chunks(bs).zip(orow.chunks_mut(bs)).enumerate() {
-                    let mut amax = 0f32;
-                    let mut finite = true;
-                    for v in xb {
-                        finite &= v.is_finite();
-                        amax = amax.max(v.abs());
-                    }
-                    let exp =
-                        crate::mx::shared_exponent(if finite { amax } else { f32::NAN }, emax);
+                    // Max of |x| on the bit patterns: for non-negative floats integer order is
+                    // float order, and inf/NaN patterns (>= 0x7f80_0000) sort above all finite.
+                    let bmax = xb
+                        .iter()
+                        .fold(0i32, |m, v| m.max((v.to_bits() & 0x7fff_ffff) as i32));
+                    let amax = if bmax >= 0x7f80_0000 {
+                        f32::NAN
+                    } else {
+                        f32::from_bits(bmax as u32)
+                    };
+                    let exp = crate::mx::shared_exponent(amax, emax);
                     if let Some(e) = exps.as_deref_mut() {
                         e.push(exp.unwrap_or(i32::MIN));
                     }

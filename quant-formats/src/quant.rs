@@ -28,6 +28,75 @@ struct FastFloat {
     c_norm_add: u32,
     /// Magic constant exponent below the smallest normal.
     c_sub: u32,
+    /// Largest finite value.
+    max: f32,
+    /// Result for rounded magnitudes above max.
+    ovf: f32,
+    /// Result for negative inputs of an unsigned format that do not round to zero.
+    neg_val: f32,
+    /// Has a sign bit.
+    signed: bool,
+    /// FNUZ: zero results are +0.
+    fnuz: bool,
+    /// Saturating overflow.
+    sat: bool,
+}
+
+/// How a slice kernel turns an input into the value to round.
+#[derive(Debug, Clone, Copy)]
+enum Pre {
+    /// `x / s` (IEEE division).
+    Div(f32),
+    /// `x * m` (used when `m` is an exact power-of-two inverse).
+    Mul(f32),
+}
+
+/// The loop shared by all fast kernels: `out = q(pre(x)) * post`.
+#[inline(always)]
+fn drive<F: Fn(f32) -> f32>(x: &[f32], out: &mut [f32], pre: Pre, post: f32, q: F) {
+    match pre {
+        Pre::Div(s) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = q(v / s) * post;
+            }
+        }
+        Pre::Mul(m) => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = q(v * m) * post;
+            }
+        }
+    }
+}
+
+/// Branch-free ties-to-even rounding of one f32 onto a minifloat grid.
+#[inline(always)]
+fn float_kernel<const SIGNED: bool, const FNUZ: bool, const SAT: bool>(
+    p: &FastFloat,
+    v: f32,
+) -> f32 {
+    let b = v.to_bits();
+    let s = b & 0x8000_0000;
+    let a = f32::from_bits(b & 0x7fff_ffff);
+    // NaN compares false and passes through; +inf clamps to clampv.
+    let a = if a > p.clampv { p.clampv } else { a };
+    let ea = (a.to_bits() >> 23) as i32;
+    let ce = if ea >= p.emin_b as i32 {
+        ea.wrapping_add(p.c_norm_add as i32)
+    } else {
+        p.c_sub as i32
+    };
+    let c = f32::from_bits(((ce as u32) << 23) | 0x0040_0000);
+    let r = (a + c) - c;
+    // Saturating: a <= max (on the grid) already bounds r.
+    let r = if !SAT && r > p.max { p.ovf } else { r };
+    if SIGNED {
+        let keep = if FNUZ && r == 0.0 { 0 } else { s };
+        f32::from_bits(r.to_bits() | keep)
+    } else if s != 0 && r > 0.0 {
+        p.neg_val
+    } else {
+        r
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,7 +229,7 @@ impl Quantizer {
                     ovf,
                     neg_val,
                     min_pos,
-                    fast: fast_params(&f, max, rounding),
+                    fast: fast_params(&f, max, ovf, neg_val, rounding),
                 }
             }
         };
@@ -194,7 +263,7 @@ impl Quantizer {
         match self.kind {
             Kind::Int { qmin, qmax, step } => {
                 if self.rounding == Rounding::HalfEven && !self.generic {
-                    int_fast(v, qmin, qmax, step)
+                    int_fast(v, qmin, qmax, step, 1.0 / step)
                 } else {
                     self.int_generic(v, qmin, qmax, step, idx)
                 }
@@ -219,40 +288,13 @@ impl Quantizer {
 
     #[inline(always)]
     fn float_fast(&self, p: &FastFloat, v: f32) -> f32 {
-        let Kind::Float {
-            f,
-            max,
-            ovf,
-            neg_val,
-            ..
-        } = self.kind
-        else {
-            return v;
-        };
-        let b = v.to_bits();
-        let s = b & 0x8000_0000;
-        let mut a = f32::from_bits(b & 0x7fff_ffff);
-        a = if a > p.clampv { p.clampv } else { a };
-        let ea = a.to_bits() >> 23;
-        let ce = if ea >= p.emin_b {
-            ea.wrapping_add(p.c_norm_add)
-        } else {
-            p.c_sub
-        };
-        let c = f32::from_bits((ce << 23) | 0x0040_0000);
-        let mut r = (a + c) - c;
-        r = if r > max { ovf } else { r };
-        if f.signed {
-            let keep = if r == 0.0 && f.specials == Specials::Fnuz {
-                0
-            } else {
-                s
-            };
-            f32::from_bits(r.to_bits() | keep)
-        } else if s != 0 && r > 0.0 {
-            neg_val
-        } else {
-            r
+        match (p.signed, p.fnuz, p.sat) {
+            (true, false, true) => float_kernel::<true, false, true>(p, v),
+            (true, false, false) => float_kernel::<true, false, false>(p, v),
+            (true, true, true) => float_kernel::<true, true, true>(p, v),
+            (true, true, false) => float_kernel::<true, true, false>(p, v),
+            (false, _, true) => float_kernel::<false, false, true>(p, v),
+            (false, _, false) => float_kernel::<false, false, false>(p, v),
         }
     }
 
@@ -371,46 +413,73 @@ impl Quantizer {
 
     /// Scalar-format per-tensor loop; `idx0` is the flat index of `x[0]` in its tensor.
     fn scalar_slice(&self, x: &[f32], scale: f32, out: &mut [f32], idx0: u64) {
-        let pow2_inv = pow2_inverse(scale);
-        macro_rules! run {
-            ($q:expr) => {
-                match pow2_inv {
-                    Some(inv) => {
-                        for (o, &v) in out.iter_mut().zip(x) {
-                            *o = $q(v * inv) * scale;
-                        }
-                    }
-                    None => {
-                        for (o, &v) in out.iter_mut().zip(x) {
-                            *o = $q(v / scale) * scale;
-                        }
-                    }
-                }
-            };
-        }
+        let pre = match pow2_inverse(scale) {
+            Some(inv) => Pre::Mul(inv),
+            None => Pre::Div(scale),
+        };
+        self.run_slice(x, out, pre, scale, idx0);
+    }
+
+    /// `out = Q(pre(x)) * post` with the fastest kernel available for this quantizer.
+    fn run_slice(&self, x: &[f32], out: &mut [f32], pre: Pre, post: f32, idx0: u64) {
         match (self.kind, self.rounding) {
             (Kind::Int { qmin, qmax, step }, Rounding::HalfEven) if !self.generic => {
-                run!(|v| int_fast(v, qmin, qmax, step))
+                let inv = 1.0 / step;
+                drive(x, out, pre, post, move |v| {
+                    int_fast(v, qmin, qmax, step, inv)
+                })
             }
-            (Kind::Float { fast: Some(p), .. }, _) => run!(|v| self.float_fast(&p, v)),
+            (Kind::Float { fast: Some(p), .. }, _) => {
+                macro_rules! k {
+                    ($s:literal, $z:literal, $t:literal) => {
+                        drive(x, out, pre, post, move |v| {
+                            float_kernel::<$s, $z, $t>(&p, v)
+                        })
+                    };
+                }
+                match (p.signed, p.fnuz, p.sat) {
+                    (true, false, true) => k!(true, false, true),
+                    (true, false, false) => k!(true, false, false),
+                    (true, true, true) => k!(true, true, true),
+                    (true, true, false) => k!(true, true, false),
+                    (false, _, true) => k!(false, false, true),
+                    (false, _, false) => k!(false, false, false),
+                }
+            }
             _ => {
                 for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                    *o = self.quantize_one(v / scale, idx0 + i as u64) * scale;
+                    let u = match pre {
+                        Pre::Div(s) => v / s,
+                        Pre::Mul(m) => v * m,
+                    };
+                    *o = self.quantize_one(u, idx0 + i as u64) * post;
                 }
             }
         }
     }
 
-    /// Loop with one scale per element (per-channel/per-block layouts with inner stride 1).
-    fn scaled_each(
-        &self,
-        x: &[f32],
-        scales: impl Iterator<Item = f32>,
-        out: &mut [f32],
-        idx0: u64,
-    ) {
-        for (i, ((o, &v), s)) in out.iter_mut().zip(x).zip(scales).enumerate() {
-            *o = self.quantize_one(v / s, idx0 + i as u64) * s;
+    /// Loop with one scale per element (per-channel/per-block layouts with inner stride 1):
+    /// `out[i] = Q(x[i] / scales[i]) * scales[i]`.
+    fn scaled_each(&self, x: &[f32], scales: &[f32], out: &mut [f32], idx0: u64) {
+        #[inline(always)]
+        fn each<F: Fn(f32) -> f32>(x: &[f32], scales: &[f32], out: &mut [f32], q: F) {
+            for ((o, &v), &s) in out.iter_mut().zip(x).zip(scales) {
+                *o = q(v / s) * s;
+            }
+        }
+        match (self.kind, self.rounding) {
+            (Kind::Int { qmin, qmax, step }, Rounding::HalfEven) if !self.generic => {
+                let inv = 1.0 / step;
+                each(x, scales, out, move |v| int_fast(v, qmin, qmax, step, inv))
+            }
+            (Kind::Float { fast: Some(p), .. }, _) => {
+                each(x, scales, out, move |v| self.float_fast(&p, v))
+            }
+            _ => {
+                for (i, ((o, &v), &s)) in out.iter_mut().zip(x).zip(scales).enumerate() {
+                    *o = self.quantize_one(v / s, idx0 + i as u64) * s;
+                }
+            }
         }
     }
 }
@@ -427,14 +496,21 @@ fn pow2_inverse(s: f32) -> Option<f32> {
 }
 
 #[inline(always)]
-fn int_fast(v: f32, qmin: f32, qmax: f32, step: f32) -> f32 {
-    let k = v / step;
+fn int_fast(v: f32, qmin: f32, qmax: f32, step: f32, inv_step: f32) -> f32 {
+    // step is a power of two, so multiplying by its inverse is exact.
+    let k = v * inv_step;
     let k = if k < qmin { qmin } else { k };
     let k = if k > qmax { qmax } else { k };
     ((k + MAGIC) - MAGIC) * step
 }
 
-fn fast_params(f: &FloatFormat, max: f32, rounding: Rounding) -> Option<FastFloat> {
+fn fast_params(
+    f: &FloatFormat,
+    max: f32,
+    ovf: f32,
+    neg_val: f32,
+    rounding: Rounding,
+) -> Option<FastFloat> {
     if rounding != Rounding::HalfEven || f.no_zero() {
         return None;
     }
@@ -466,6 +542,12 @@ fn fast_params(f: &FloatFormat, max: f32, rounding: Rounding) -> Option<FastFloa
         emin_b: emin_b as u32,
         c_norm_add: (23 - m) as u32,
         c_sub: c_sub as u32,
+        max,
+        ovf,
+        neg_val,
+        signed: f.signed,
+        fnuz: f.specials == Specials::Fnuz,
+        sat: f.overflow == Overflow::Saturate,
     })
 }
 
@@ -518,7 +600,7 @@ impl Quantizer {
         }
         if inner == 1 {
             for (o, (xr, orow)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
-                self.scaled_each(xr, scales.iter().copied(), orow, (o * dim) as u64);
+                self.scaled_each(xr, scales, orow, (o * dim) as u64);
             }
         } else {
             for (r, (xr, orow)) in x.chunks(inner).zip(out.chunks_mut(inner)).enumerate() {
@@ -568,12 +650,7 @@ impl Quantizer {
                 if inner == 1 {
                     os[0] = self.quantize_one(xs[0] / scales[srow], row as u64) * scales[srow];
                 } else {
-                    self.scaled_each(
-                        xs,
-                        scales[srow..srow + inner].iter().copied(),
-                        os,
-                        row as u64,
-                    );
+                    self.scaled_each(xs, &scales[srow..srow + inner], os, row as u64);
                 }
             }
         }
@@ -605,6 +682,38 @@ impl Quantizer {
         if let Some(e) = exps.as_deref_mut() {
             e.clear();
             e.reserve(outer * nb * inner);
+        }
+        if inner == 1 {
+            // Blocks are contiguous runs: amax, then one fast slice pass per block.
+            for (o, (xr, orow)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
+                for (b, (xb, ob)) in xr.chunks(bs).zip(orow.chunks_mut(bs)).enumerate() {
+                    // Max of |x| on the bit patterns: for non-negative floats integer order is
+                    // float order, and inf/NaN patterns (>= 0x7f80_0000) sort above all finite.
+                    let bmax = xb
+                        .iter()
+                        .fold(0i32, |m, v| m.max((v.to_bits() & 0x7fff_ffff) as i32));
+                    let amax = if bmax >= 0x7f80_0000 {
+                        f32::NAN
+                    } else {
+                        f32::from_bits(bmax as u32)
+                    };
+                    let exp = crate::mx::shared_exponent(amax, emax);
+                    if let Some(e) = exps.as_deref_mut() {
+                        e.push(exp.unwrap_or(i32::MIN));
+                    }
+                    match exp {
+                        None => ob.iter_mut().for_each(|v| *v = f32::NAN),
+                        Some(e) => self.run_slice(
+                            xb,
+                            ob,
+                            Pre::Mul(pow2(-e) as f32),
+                            pow2(e) as f32,
+                            (o * dim + b * bs) as u64,
+                        ),
+                    }
+                }
+            }
+            return Ok(());
         }
         for o in 0..outer {
             for b in 0..nb {

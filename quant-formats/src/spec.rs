@@ -295,6 +295,12 @@ impl FloatFormat {
             })
         };
         let (e, m) = (self.exp_bits, self.man_bits);
+        if self.bias.abs() > 1000 {
+            return bad(format!(
+                "bias {} is out of range (no value would be an f32)",
+                self.bias
+            ));
+        }
         if e > 8 {
             return bad(format!("exponent bits must be 0..=8, got {e}"));
         }

@@ -137,6 +137,11 @@ fn check_midpoints(f: &Format) {
 fn every_code_round_trips_and_is_monotone() {
     let fams = representative(12);
     assert!(fams.len() > 1000, "family has {} formats", fams.len());
+    let codes: u64 = fams.iter().map(|f| f.code_count()).sum();
+    eprintln!(
+        "exhaustive: {} formats of <= 12 bits, {codes} codes",
+        fams.len()
+    );
     for f in &fams {
         check_codes(f);
     }
@@ -144,7 +149,12 @@ fn every_code_round_trips_and_is_monotone() {
 
 #[test]
 fn every_midpoint_rounds_like_the_oracle() {
-    for f in representative(10) {
+    let fams = representative(10);
+    eprintln!(
+        "midpoints: {} formats of <= 10 bits plus the presets",
+        fams.len()
+    );
+    for f in fams {
         check_midpoints(&f);
     }
     // Named presets (including the 16-bit ones, whose midpoints are still enumerable).

@@ -6,6 +6,7 @@
 mod common;
 use common::{representative, same_for, Oracle};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use quant_formats::{Format, Rounding, Specials};
 use std::sync::OnceLock;
 
@@ -60,7 +61,7 @@ fn modes() -> impl Strategy<Value = Rounding> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 4000, rng_seed: RngSeed::Fixed(20261128), ..ProptestConfig::default() })]
 
     /// Q equals the oracle: nearest grid value with ties to even, and every directed and
     /// other tie rule, including overflow, NaN and inf handling.
@@ -97,7 +98,8 @@ proptest! {
             Rounding::Ceil => Rounding::Floor,
             m => m,
         };
-        if f.is_signed() && !matches!(f, Format::Int(_)) {
+        // Sign symmetry holds wherever the grid itself is symmetric (not for two's complement).
+        if f.is_signed() && f.grid()[0] == -f.max_value() {
             let qn = f.quantizer(mirrored).quantize_one(-a, 0);
             if !(fnuz && qa == 0.0) {
                 prop_assert!(same_for(f, qn, -qa), "{f} {mode}: Q(-{a}) = {qn} but -Q({a}) = {}", -qa);
@@ -120,7 +122,12 @@ proptest! {
         let xs2: Vec<f32> = xs.iter().map(|v| v * p).collect();
         f.fake_quantize(&xs2, s * p, &mut y2);
         for i in 0..3 {
-            prop_assert!(same_for(f, y2[i], y1[i] * p), "{f}: fq({}, {}) = {} vs {} * 2^{k}", xs2[i], s * p, y2[i], y1[i]);
+            // Products that land in f32's subnormal range are rounded, so equivariance needs
+            // normal (or zero / non-finite) outputs.
+            let tiny = |v: f32| v != 0.0 && v.abs() < f32::MIN_POSITIVE;
+            if !tiny(y1[i]) && !tiny(y2[i]) {
+                prop_assert!(same_for(f, y2[i], y1[i] * p), "{f}: fq({}, {}) = {} vs {} * 2^{k}", xs2[i], s * p, y2[i], y1[i]);
+            }
             if !matches!(f, Format::Mx(_)) {
                 let one = f.quantize_value(xs[i] / s) * s;
                 prop_assert!(same_for(f, y1[i], one), "{f}: slice path {} vs scalar {}", y1[i], one);
@@ -146,4 +153,17 @@ fn stochastic_rounding_is_seeded_and_unbiased() {
     f.quantizer(Rounding::Stochastic { seed: 8 })
         .fake_quantize(&x, 1.0, &mut c);
     assert_ne!(a, c, "different seed, different draws");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, rng_seed: RngSeed::Fixed(7), ..ProptestConfig::default() })]
+
+    /// The parser never panics; whatever it accepts prints canonically and parses back.
+    #[test]
+    fn parser_total(s in "(int|uint|e|fp8-|mx|fp)[0-9]{0,3}(m[0-9]{0,3})?(n)?(:(bias=-?[0-9]{1,4}|nosub|nozero|unsigned|ieee|fn|fnuz|none|sat|nonsat|narrow|block=[0-9]{1,3}|x)){0,4}") {
+        if let Ok(f) = s.parse::<Format>() {
+            let t = f.to_string();
+            prop_assert_eq!(t.parse::<Format>().ok(), Some(f), "{} -> {}", s, t);
+        }
+    }
 }

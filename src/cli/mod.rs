@@ -32,7 +32,7 @@ pub enum Command {
     /// Number formats: list presets, show codes, fake-quantize .npy tensors.
     Formats(formats::FormatsArgs),
     /// Design-space sweeps: plan a grid, merge shard directories, regenerate reports.
-    Sweep(sweep::SweepArgs),
+    Sweep(Box<sweep::SweepArgs>),
     /// Compare sweep results with a baseline (exit 0 ok, 1 regression, 2 unusable input).
     Check(check::CheckArgs),
     /// Summarise a model: opsets, op histogram, parameters, MACs, unsupported ops.
@@ -40,7 +40,7 @@ pub enum Command {
     /// Run a model on .npz inputs keyed by input name.
     Run(run::RunArgs),
     /// Calibrate, quantize, evaluate and export a model.
-    Quantize(quantize::QuantizeArgs),
+    Quantize(Box<quantize::QuantizeArgs>),
     /// FPGA cost of a MAC unit or a model; `cost fit` fits coefficients to synthesis results.
     Cost(Box<cost::CostArgs>),
     /// Write the Verilog of a MAC unit (or the whole synthesis grid).
@@ -74,14 +74,14 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Run(a) => run::run(a),
-        Command::Quantize(a) => quantize::run(a),
+        Command::Quantize(a) => quantize::run(*a),
         Command::Inspect(a) => inspect::run(a),
         Command::Version => {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Formats(a) => formats::run(a),
-        Command::Sweep(args) => sweep::run(args),
+        Command::Sweep(args) => sweep::run(*args),
         Command::Check(args) => check::run(args),
         Command::Cost(a) => cost::run(*a),
         Command::Rtl(a) => rtl::run(a),

@@ -144,7 +144,7 @@ fn run_model(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     let ev = SweepEvaluator::new(m, base, cds, &eds)?;
     eprintln!("shared work (float outputs, shapes) ready in {:.2} s", t0.elapsed().as_secs_f64());
     let validity = |r: &crate::sweep::ConfigRecipe| ev.recipe(r).map(|_| ()).map_err(|e| e.to_string());
-    let evaluator = |r: &crate::sweep::ConfigRecipe| ev.evaluate(r);
+    let evaluator = |r: &crate::sweep::ConfigRecipe| ev.evaluate(r).map_err(|e| e.to_string());
     let mut files = vec![model.clone(), calib.clone(), eval.clone()];
     if let Some(c) = &args.config {
         files.push(c.clone());

@@ -26,6 +26,11 @@ fn parity(model: &str, reference: &str) -> f64 {
 
 /// Like [`parity`], after applying `transform` to the imported model.
 fn parity_with(model: &str, reference: &str, transform: impl FnOnce(&mut mfq::ir::Model)) -> f64 {
+    parity_full(model, reference, transform).0
+}
+
+/// Returns (worst relative error, worst fraction of elements beyond 1e-4·max) over outputs.
+fn parity_full(model: &str, reference: &str, transform: impl FnOnce(&mut mfq::ir::Model)) -> (f64, f64) {
     let model = need(&root().join(model));
     let reference = need(&root().join("fixtures/cache/ref").join(format!("{reference}.npz")));
     let mut m = mfq::onnx::load(&model).expect("load model");
@@ -38,6 +43,7 @@ fn parity_with(model: &str, reference: &str, transform: impl FnOnce(&mut mfq::ir
         .collect();
     let outs = interp.run_batched(&feeds, None).expect("run");
     let mut worst = 0f64;
+    let mut worst_frac = 0f64;
     for (name, ours) in outs {
         let (_, want) = arrays
             .iter()
@@ -49,10 +55,13 @@ fn parity_with(model: &str, reference: &str, transform: impl FnOnce(&mut mfq::ir
         let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
         let diff = a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
         let rel = diff / scale;
+        let off = a.iter().zip(&b).filter(|(x, y)| (*x - *y).abs() > 1e-4 * scale).count();
+        eprintln!("{}: {off} of {} elements beyond 1e-4·max", model.display(), a.len());
+        worst_frac = worst_frac.max(off as f64 / a.len() as f64);
         eprintln!("{}: output {name}: max|diff| {diff:.3e}, max|ort| {scale:.3e}, ratio {rel:.3e}", model.display());
         worst = worst.max(rel);
     }
-    worst
+    (worst, worst_frac)
 }
 
 #[test]
@@ -138,4 +147,26 @@ fn w2_export_round_trip_gives_identical_outputs() {
     let a = Interpreter::new(&m).expect("i").run(&feeds).expect("run");
     let b = Interpreter::new(&m2).expect("i").run(&feeds).expect("run");
     assert_eq!(a, b);
+}
+
+#[test]
+fn qonnx_floatquant_fp8_matches_qonnx() {
+    let r = parity("fixtures/cache/qonnx/floatquant_exec/qonnx_act_weight_fp8.onnx", "qonnx_fp8");
+    assert!(r <= 1e-4, "QONNX FP8 relative error {r}");
+}
+
+#[test]
+fn qonnx_espcn_models_match_reference() {
+    for (model, reference) in [
+        ("fixtures/cache/qonnx/bsd300x3-espcn/nn_resize/float_model.clean.onnx", "qonnx_espcn_nn_resize_float"),
+        ("fixtures/cache/qonnx/bsd300x3-espcn/nn_resize/quant_model.clean.onnx", "qonnx_espcn_nn_resize_quant"),
+        ("fixtures/cache/qonnx/bsd300x3-espcn/subpixel/float_model.clean.onnx", "qonnx_espcn_subpixel_float"),
+        ("fixtures/cache/qonnx/bsd300x3-espcn/subpixel/quant_model.clean.onnx", "qonnx_espcn_subpixel_quant"),
+    ] {
+        // Quantized outputs: an fp32 accumulation difference of 1e-7 can move a value across a
+        // rounding boundary, so a few elements may differ by one output step (1/255 here).
+        let (r, frac) = parity_full(model, reference, |_| {});
+        assert!(frac <= 1e-4, "{reference}: {frac} of elements differ");
+        assert!(r <= 1.01 / 255.0, "{reference} relative error {r}");
+    }
 }

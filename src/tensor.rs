@@ -636,6 +636,34 @@ pub mod npz {
         Ok(out)
     }
 
+    /// Reads one `.npy` file (float32/64, int64/32/8, uint8, bool).
+    pub fn read_npy(path: &Path) -> Result<Tensor, NpzError> {
+        macro_rules! attempt {
+            ($t:ty, $v:ident) => {
+                if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<$t>>(path) {
+                    return Ok(Tensor::$v(a));
+                }
+            };
+        }
+        if !path.exists() {
+            return Err(NpzError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        attempt!(f32, F32);
+        attempt!(f64, F64);
+        attempt!(i64, I64);
+        attempt!(i32, I32);
+        attempt!(i8, I8);
+        attempt!(u8, U8);
+        attempt!(bool, Bool);
+        Err(NpzError::Dtype {
+            path: path.to_path_buf(),
+            name: String::new(),
+        })
+    }
+
     /// Serializes tensors into npz bytes (compressed).
     pub fn to_bytes(arrays: &[(String, Tensor)]) -> Result<Vec<u8>, NpzError> {
         let mut w = NpzWriter::new_compressed(std::io::Cursor::new(Vec::new()));

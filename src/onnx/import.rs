@@ -14,6 +14,10 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// Newest IR version accepted. Versions after 10 only add fields (which are carried opaquely), so
+/// they import like IR 10.
+pub const MAX_IR_VERSION: i64 = 14;
+
 /// Reads an ONNX model file. External data files are resolved relative to its directory.
 pub fn load(path: &Path) -> Result<Model, OnnxError> {
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
@@ -41,7 +45,7 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, what: &str) -> Result<M
             },
         });
     }
-    if !(3..=10).contains(&proto.ir_version) {
+    if !(3..=MAX_IR_VERSION).contains(&proto.ir_version) {
         return Err(OnnxError::IrVersion {
             path: what.to_string(),
             version: proto.ir_version,

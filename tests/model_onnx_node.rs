@@ -32,10 +32,17 @@ fn close(a: &Tensor, b: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
 
 /// The exported .npy files store 0-d arrays as shape [1]; the manifest has the true shape.
 fn with_manifest_shape(t: Tensor, spec: &serde_json::Value) -> Tensor {
-    let Some(shape) = spec["shape"].as_array() else { return t };
-    let shape: Option<Vec<usize>> = shape.iter().map(|d| d.as_u64().map(|v| v as usize)).collect();
+    let Some(shape) = spec["shape"].as_array() else {
+        return t;
+    };
+    let shape: Option<Vec<usize>> = shape
+        .iter()
+        .map(|d| d.as_u64().map(|v| v as usize))
+        .collect();
     match shape {
-        Some(s) if s.iter().product::<usize>() == t.len() && s.as_slice() != t.shape() => t.reshaped(&s).unwrap_or(t),
+        Some(s) if s.iter().product::<usize>() == t.len() && s.as_slice() != t.shape() => {
+            t.reshaped(&s).unwrap_or(t)
+        }
         _ => t,
     }
 }
@@ -45,7 +52,12 @@ fn run_case(dir: &std::path::Path, case: &serde_json::Value) -> Result<(), Strin
     let interp = Interpreter::new(&m).map_err(|e| e.to_string())?;
     let mut feeds = Vec::new();
     let empty = vec![];
-    for (i, inp) in case["inputs"].as_array().unwrap_or(&empty).iter().enumerate() {
+    for (i, inp) in case["inputs"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
         if inp["npy"].as_bool() != Some(true) {
             return Err(format!("input {i} has no .npy form"));
         }
@@ -57,11 +69,17 @@ fn run_case(dir: &std::path::Path, case: &serde_json::Value) -> Result<(), Strin
     let outs = interp.run(&feeds).map_err(|e| e.to_string())?;
     let rtol = case["rtol"].as_f64().unwrap_or(1e-3);
     let atol = case["atol"].as_f64().unwrap_or(1e-7);
-    for (i, out) in case["outputs"].as_array().unwrap_or(&empty).iter().enumerate() {
+    for (i, out) in case["outputs"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
         if out["npy"].as_bool() != Some(true) {
             return Err(format!("output {i} has no .npy form"));
         }
-        let want = npz::read_npy(&dir.join(format!("output_{i}.npy"))).map_err(|e| e.to_string())?;
+        let want =
+            npz::read_npy(&dir.join(format!("output_{i}.npy"))).map_err(|e| e.to_string())?;
         let want = with_manifest_shape(want, out);
         let got = outs.get(i).ok_or_else(|| format!("output {i} missing"))?;
         close(&got.1, &want, rtol, atol).map_err(|e| format!("output {i} ({}): {e}", got.0))?;
@@ -124,6 +142,11 @@ fn onnx_node_cases_in_expected_manifest_pass() {
         eprintln!("blessed {} passing cases of {}", passed.len(), cases.len());
     }
     eprintln!("{} expected cases passed", passed.len());
-    assert!(failures.is_empty(), "{} expected cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} expected cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(!expected.is_empty() || bless, "expected list is empty");
 }

@@ -12,17 +12,33 @@ use quant_formats::{FloatFormat, Format, IntFormat, Overflow, Quantizer, Roundin
 /// Broadcasts a parameter tensor to `shape` (numpy rules) and returns it flattened.
 fn broadcast_param(op: &str, p: &ArrayD<f32>, shape: &[usize]) -> Result<Vec<f32>, OpError> {
     if p.len() == 1 {
-        return Ok(vec![p.iter().next().copied().unwrap_or(0.0); shape.iter().product()]);
+        return Ok(vec![
+            p.iter().next().copied().unwrap_or(0.0);
+            shape.iter().product()
+        ]);
     }
-    let v = p
-        .broadcast(IxDyn(shape))
-        .ok_or_else(|| eval_err(op, format!("parameter of shape {:?} does not broadcast to {shape:?}", p.shape())))?;
+    let v = p.broadcast(IxDyn(shape)).ok_or_else(|| {
+        eval_err(
+            op,
+            format!(
+                "parameter of shape {:?} does not broadcast to {shape:?}",
+                p.shape()
+            ),
+        )
+    })?;
     Ok(v.iter().copied().collect())
 }
 
 /// Expands an ONNX Q/DQ scale or zero point (scalar, 1-D per-axis, or blocked) to one value per
 /// element of `shape`.
-fn expand_qdq(op: &str, p: &[f64], pshape: &[usize], shape: &[usize], ax: usize, block: usize) -> Result<Vec<f64>, OpError> {
+fn expand_qdq(
+    op: &str,
+    p: &[f64],
+    pshape: &[usize],
+    shape: &[usize],
+    ax: usize,
+    block: usize,
+) -> Result<Vec<f64>, OpError> {
     let n: usize = shape.iter().product();
     if p.len() == 1 && block == 0 {
         return Ok(vec![p[0]; n]);
@@ -31,13 +47,23 @@ fn expand_qdq(op: &str, p: &[f64], pshape: &[usize], shape: &[usize], ax: usize,
     let dim = shape[ax];
     if block == 0 {
         if pshape.len() != 1 || pshape[0] != dim {
-            return Err(eval_err(op, format!("per-axis parameter shape {pshape:?} does not match axis {ax} of {shape:?}")));
+            return Err(eval_err(
+                op,
+                format!(
+                    "per-axis parameter shape {pshape:?} does not match axis {ax} of {shape:?}"
+                ),
+            ));
         }
         return Ok((0..n).map(|i| p[(i / inner) % dim]).collect());
     }
     // Blocked: the parameter has the input's shape with axis `ax` divided (rounded up) by block.
     if pshape.len() != shape.len() || pshape[ax] != dim.div_ceil(block) {
-        return Err(eval_err(op, format!("blocked parameter shape {pshape:?} does not match {shape:?} with block {block}")));
+        return Err(eval_err(
+            op,
+            format!(
+                "blocked parameter shape {pshape:?} does not match {shape:?} with block {block}"
+            ),
+        ));
     }
     let outer_stride = inner * dim;
     let pinner = inner;
@@ -83,7 +109,11 @@ fn float_format(dt: DType, saturate: bool) -> Option<FloatFormat> {
         signed: true,
         subnormals: true,
         specials,
-        overflow: if saturate { Overflow::Saturate } else { Overflow::NonSaturating },
+        overflow: if saturate {
+            Overflow::Saturate
+        } else {
+            Overflow::NonSaturating
+        },
     })
 }
 
@@ -103,7 +133,8 @@ fn pack_ints(dt: DType, q: &[i64], shape: &[usize]) -> Result<Tensor, OpError> {
             let bits = dt.bits() as u32;
             let mask = (1u32 << bits) - 1;
             let codes: Vec<u32> = q.iter().map(|&v| (v as u32) & mask).collect();
-            let data = quant_formats::pack_codes(&codes, bits).map_err(|e| eval_err("QuantizeLinear", e.to_string()))?;
+            let data = quant_formats::pack_codes(&codes, bits)
+                .map_err(|e| eval_err("QuantizeLinear", e.to_string()))?;
             Tensor::Packed {
                 dtype: dt,
                 shape: shape.to_vec(),
@@ -128,9 +159,16 @@ impl Op for QuantizeLinear {
         let x = input_f32(OP, inputs, 0)?;
         let s = input(OP, inputs, 1)?;
         let zp = inputs.get(2).copied().flatten();
-        let dt = zp.map(|z| z.dtype()).or(self.output_dtype).unwrap_or(DType::U8);
+        let dt = zp
+            .map(|z| z.dtype())
+            .or(self.output_dtype)
+            .unwrap_or(DType::U8);
         let shape = x.shape().to_vec();
-        let ax = if shape.is_empty() { 0 } else { axis(OP, self.axis, shape.len())? };
+        let ax = if shape.is_empty() {
+            0
+        } else {
+            axis(OP, self.axis, shape.len())?
+        };
         let sv = expand_qdq(OP, &s.to_f64_vec()?, s.shape(), &shape, ax, self.block)?;
         let zv = match zp {
             Some(z) => expand_qdq(OP, &z.to_f64_vec()?, z.shape(), &shape, ax, self.block)?,
@@ -183,7 +221,11 @@ impl Op for DequantizeLinear {
         let x = input(OP, inputs, 0)?;
         let s = input(OP, inputs, 1)?;
         let shape = x.shape().to_vec();
-        let ax = if shape.is_empty() { 0 } else { axis(OP, self.axis, shape.len())? };
+        let ax = if shape.is_empty() {
+            0
+        } else {
+            axis(OP, self.axis, shape.len())?
+        };
         let xv = x.to_f64_vec()?;
         let sv = expand_qdq(OP, &s.to_f64_vec()?, s.shape(), &shape, ax, self.block)?;
         let zv = match inputs.get(2).copied().flatten() {
@@ -217,7 +259,10 @@ impl Op for IntQuant {
         let bw = input_f32(OP, inputs, 3)?;
         let bits = bw.iter().next().copied().unwrap_or(0.0);
         if bw.len() != 1 || bits.fract() != 0.0 || !(2.0..=16.0).contains(&bits) {
-            return Err(eval_err(OP, format!("bit width {bits} is not supported (scalar integer 2..16 required)")));
+            return Err(eval_err(
+                OP,
+                format!("bit width {bits} is not supported (scalar integer 2..16 required)"),
+            ));
         }
         let fmt = Format::Int(IntFormat {
             bits: bits as u8,
@@ -256,9 +301,22 @@ impl Op for FloatQuant {
             }
             Ok(a.iter().next().copied().unwrap_or(0.0))
         };
-        let (e, m, b, mx) = (scalar(2, "exponent_bitwidth")?, scalar(3, "mantissa_bitwidth")?, scalar(4, "exponent_bias")?, scalar(5, "max_val")?);
-        if e.fract() != 0.0 || m.fract() != 0.0 || b.fract() != 0.0 || !(0.0..=8.0).contains(&e) || !(0.0..=10.0).contains(&m) {
-            return Err(eval_err(OP, format!("format E{e}M{m} bias {b} is not supported")));
+        let (e, m, b, mx) = (
+            scalar(2, "exponent_bitwidth")?,
+            scalar(3, "mantissa_bitwidth")?,
+            scalar(4, "exponent_bias")?,
+            scalar(5, "max_val")?,
+        );
+        if e.fract() != 0.0
+            || m.fract() != 0.0
+            || b.fract() != 0.0
+            || !(0.0..=8.0).contains(&e)
+            || !(0.0..=10.0).contains(&m)
+        {
+            return Err(eval_err(
+                OP,
+                format!("format E{e}M{m} bias {b} is not supported"),
+            ));
         }
         let fmt = Format::Float(FloatFormat {
             exp_bits: e as u8,
@@ -321,17 +379,28 @@ fn rounding(a: &Attrs, default: &str) -> Result<Rounding, OpError> {
 /// Builds an ONNX-domain quantization op, or `None` if `op` is not in this family.
 pub fn build_onnx(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
     let opset = a.opset();
-    let block = if opset >= 21 { a.int("block_size", 0)? } else { 0 };
+    let block = if opset >= 21 {
+        a.int("block_size", 0)?
+    } else {
+        0
+    };
     if block < 0 {
         return Err(a.err("block_size", format!("must be >= 0, got {block}")));
     }
     let b: Box<dyn Op> = match op {
         "QuantizeLinear" => {
-            let saturate = if opset >= 19 { a.int("saturate", 1)? != 0 } else { true };
+            let saturate = if opset >= 19 {
+                a.int("saturate", 1)? != 0
+            } else {
+                true
+            };
             let output_dtype = if opset >= 21 {
                 match a.int("output_dtype", 0)? {
                     0 => None,
-                    c => Some(DType::from_code(c as i32).ok_or_else(|| a.err("output_dtype", format!("unknown type {c}")))?),
+                    c => Some(
+                        DType::from_code(c as i32)
+                            .ok_or_else(|| a.err("output_dtype", format!("unknown type {c}")))?,
+                    ),
                 }
             } else {
                 None
@@ -347,7 +416,11 @@ pub fn build_onnx(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
             })
         }
         "DequantizeLinear" => {
-            if opset >= 23 && a.has("output_dtype") && a.int("output_dtype", 0)? != 0 && a.int("output_dtype", 0)? != 1 {
+            if opset >= 23
+                && a.has("output_dtype")
+                && a.int("output_dtype", 0)? != 0
+                && a.int("output_dtype", 0)? != 1
+            {
                 return Err(a.err("output_dtype", "only float32 output is supported"));
             }
             Box::new(DequantizeLinear {

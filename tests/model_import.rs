@@ -353,3 +353,57 @@ fn shape_arithmetic_folds_to_static_graph() {
         .expect("run");
     assert_eq!(out[0].1.shape(), &[4, 6]);
 }
+
+struct Counter {
+    seen: std::collections::BTreeMap<String, (usize, f32)>,
+}
+
+impl mfq::interp::Observer for Counter {
+    fn observe(&mut self, _v: mfq::ir::ValueId, name: &str, t: &Tensor) {
+        let max = t
+            .to_f32()
+            .map(|a| a.iter().fold(f32::MIN, |m, v| m.max(*v)))
+            .unwrap_or(0.0);
+        let e = self.seen.entry(name.to_string()).or_insert((0, f32::MIN));
+        e.0 += 1;
+        e.1 = e.1.max(max);
+    }
+}
+
+#[test]
+fn observers_see_every_tensor_of_every_chunk() {
+    let m = mfq::onnx::from_bytes(&small().bytes(), None, "s").expect("import");
+    let i = Interpreter::new(&m).expect("interp");
+    let mut c = Counter {
+        seen: Default::default(),
+    };
+    let out = i.run_batched_observed(&x(5), Some(2), &mut c).expect("run");
+    // Three chunks (2 + 2 + 1) of x, h and y; the observer's state is all that grows.
+    for k in ["x", "h", "y"] {
+        assert_eq!(c.seen[k].0, 3, "{k}");
+    }
+    let ymax = out[0]
+        .1
+        .to_f32()
+        .expect("y")
+        .iter()
+        .fold(f32::MIN, |m, v| m.max(*v));
+    assert_eq!(c.seen["y"].1, ymax);
+}
+
+#[test]
+fn batched_runs_are_deterministic_across_thread_counts() {
+    let m = mfq::onnx::from_bytes(&small().bytes(), None, "s").expect("import");
+    let i = Interpreter::new(&m).expect("interp");
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+            .install(|| i.run_batched(&x(9), None).expect("run"))
+    };
+    let a = run(1);
+    assert_eq!(a, run(2));
+    assert_eq!(a, run(4));
+    assert_eq!(a, i.run(&x(9)).expect("whole batch"));
+}

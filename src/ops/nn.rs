@@ -69,6 +69,12 @@ impl Window {
         k: &[usize],
     ) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>), OpError> {
         let r = input.len();
+        if k.contains(&0) {
+            return Err(eval_err(
+                op,
+                format!("kernel shape {k:?} has a zero dimension"),
+            ));
+        }
         let strides = self.strides.clone().unwrap_or_else(|| vec![1; r]);
         let dil = self.dilations.clone().unwrap_or_else(|| vec![1; r]);
         if strides.len() != r || dil.len() != r || k.len() != r {
@@ -205,6 +211,12 @@ impl Op for ConvTranspose {
         }
         let r = x.ndim() - 2;
         let k = w.shape()[2..].to_vec();
+        if k.contains(&0) {
+            return Err(eval_err(
+                OP,
+                format!("kernel shape {k:?} has a zero dimension"),
+            ));
+        }
         let ins = x.shape()[2..].to_vec();
         let strides = self.win.strides.clone().unwrap_or_else(|| vec![1; r]);
         let dil = self.win.dilations.clone().unwrap_or_else(|| vec![1; r]);

@@ -255,7 +255,9 @@ impl Tensor {
     /// A 1-D i64 tensor.
     pub fn vec_i64(v: Vec<i64>) -> Tensor {
         let n = v.len();
-        Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[n]), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[0]))))
+        Tensor::I64(
+            ArrayD::from_shape_vec(IxDyn(&[n]), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&[0]))),
+        )
     }
 
     /// A zero-filled tensor of a compute dtype (`None` for packed dtypes).
@@ -275,7 +277,11 @@ impl Tensor {
 
     /// Builds a tensor of `dtype` from packed little-endian bytes (the `raw_data` layout). Compute
     /// types become arrays; others stay packed.
-    pub fn from_le_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, TensorError> {
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<Tensor, TensorError> {
         let n: usize = shape.iter().product();
         let expected = dtype.packed_len(n);
         if dtype == DType::Str || bytes.len() != expected {
@@ -302,7 +308,9 @@ impl Tensor {
             DType::I32 => Tensor::I32(make_array(shape, chunks(bytes, i32::from_le_bytes))?),
             DType::I8 => Tensor::I8(make_array(shape, bytes.iter().map(|&b| b as i8).collect())?),
             DType::U8 => Tensor::U8(make_array(shape, bytes.to_vec())?),
-            DType::Bool => Tensor::Bool(make_array(shape, bytes.iter().map(|&b| b != 0).collect())?),
+            DType::Bool => {
+                Tensor::Bool(make_array(shape, bytes.iter().map(|&b| b != 0).collect())?)
+            }
             _ => Tensor::Packed {
                 dtype,
                 shape: shape.to_vec(),
@@ -451,7 +459,12 @@ pub fn decode_packed(dtype: DType, n: usize, data: &[u8]) -> Result<Vec<f64>, Te
     let crumb = |i: usize| (data[i / 4] >> (2 * (i % 4))) & 0x3;
     let out = (0..n)
         .map(|i| match dtype {
-            DType::F32 => f32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]) as f64,
+            DType::F32 => f32::from_le_bytes([
+                data[4 * i],
+                data[4 * i + 1],
+                data[4 * i + 2],
+                data[4 * i + 3],
+            ]) as f64,
             DType::F64 => {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&data[8 * i..8 * i + 8]);
@@ -466,8 +479,18 @@ pub fn decode_packed(dtype: DType, n: usize, data: &[u8]) -> Result<Vec<f64>, Te
                     u64::from_le_bytes(b) as f64
                 }
             }
-            DType::I32 => i32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]) as f64,
-            DType::U32 => u32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]) as f64,
+            DType::I32 => i32::from_le_bytes([
+                data[4 * i],
+                data[4 * i + 1],
+                data[4 * i + 2],
+                data[4 * i + 3],
+            ]) as f64,
+            DType::U32 => u32::from_le_bytes([
+                data[4 * i],
+                data[4 * i + 1],
+                data[4 * i + 2],
+                data[4 * i + 3],
+            ]) as f64,
             DType::U16 => u16s(i) as f64,
             DType::I16 => u16s(i) as i16 as f64,
             DType::F16 => half::f16::from_bits(u16s(i)).to_f64(),
@@ -562,7 +585,10 @@ mod tests {
     fn le_bytes_round_trip_and_decode() {
         let t = Tensor::f32(&[2, 2], vec![1.0, -2.5, 3.0, 0.0]).expect("tensor");
         let b = t.to_le_bytes();
-        assert_eq!(Tensor::from_le_bytes(DType::F32, &[2, 2], &b).expect("decode"), t);
+        assert_eq!(
+            Tensor::from_le_bytes(DType::F32, &[2, 2], &b).expect("decode"),
+            t
+        );
         let i4 = decode_packed(DType::I4, 3, &[0xF7, 0x08]).expect("i4");
         assert_eq!(i4, vec![7.0, -1.0, -8.0]);
         let e4 = decode_packed(DType::F8E4M3Fn, 3, &[0x38, 0x7E, 0x7F]).expect("e4m3");
@@ -634,6 +660,34 @@ pub mod npz {
             });
         }
         Ok(out)
+    }
+
+    /// Reads one `.npy` file (float32/64, int64/32/8, uint8, bool).
+    pub fn read_npy(path: &Path) -> Result<Tensor, NpzError> {
+        macro_rules! attempt {
+            ($t:ty, $v:ident) => {
+                if let Ok(a) = ndarray_npy::read_npy::<_, ArrayD<$t>>(path) {
+                    return Ok(Tensor::$v(a));
+                }
+            };
+        }
+        if !path.exists() {
+            return Err(NpzError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        attempt!(f32, F32);
+        attempt!(f64, F64);
+        attempt!(i64, I64);
+        attempt!(i32, I32);
+        attempt!(i8, I8);
+        attempt!(u8, U8);
+        attempt!(bool, Bool);
+        Err(NpzError::Dtype {
+            path: path.to_path_buf(),
+            name: String::new(),
+        })
     }
 
     /// Serializes tensors into npz bytes (compressed).

@@ -6,8 +6,8 @@ use mfq::ir::{dump::dump_model, fold, Dim};
 use mfq::tensor::Tensor;
 use onnx_protobuf::{
     tensor_proto::DataLocation, tensor_shape_proto, type_proto, GraphProto, Message, ModelProto,
-    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
 };
 
 /// A tiny builder for ModelProto test graphs.
@@ -40,7 +40,10 @@ fn vi(name: &str, shape: &[i64]) -> ValueInfoProto {
 
 impl B {
     fn new(opset: i64) -> B {
-        B { g: GraphProto::new(), opset }
+        B {
+            g: GraphProto::new(),
+            opset,
+        }
     }
     fn input(mut self, name: &str, shape: &[i64]) -> B {
         self.g.input.push(vi(name, shape));
@@ -120,8 +123,14 @@ fn x(n: usize) -> Vec<(String, Tensor)> {
 fn imports_runs_and_dumps_small_graph() {
     let m = mfq::onnx::from_bytes(&small().bytes(), None, "small").expect("import");
     let dump = dump_model(&m).expect("dump");
-    assert!(dump.contains("h:?? = MatMul(x, w)") || dump.contains("= MatMul(x, w)"), "{dump}");
-    let out = Interpreter::new(&m).expect("interp").run(&x(2)).expect("run");
+    assert!(
+        dump.contains("h:?? = MatMul(x, w)") || dump.contains("= MatMul(x, w)"),
+        "{dump}"
+    );
+    let out = Interpreter::new(&m)
+        .expect("interp")
+        .run(&x(2))
+        .expect("run");
     let y = out[0].1.to_f32().expect("y");
     // x row 0 = [-1, -0.75, -0.5]: [-1-2.25-2.5, -2-3-3] + b
     assert_eq!(y[[0, 0]], -5.75 + 0.5);
@@ -138,7 +147,10 @@ fn round_trip_preserves_graph_and_metadata() {
     assert_eq!(dump_model(&m).expect("d1"), dump_model(&m2).expect("d2"));
     assert_eq!(m2.meta.producer_name, "mfq-test");
     assert_eq!(m2.meta.doc_string, "a test model");
-    assert_eq!(m2.meta.metadata_props, vec![("author".to_string(), "tests".to_string())]);
+    assert_eq!(
+        m2.meta.metadata_props,
+        vec![("author".to_string(), "tests".to_string())]
+    );
     let back = ModelProto::parse_from_bytes(&bytes).expect("parse");
     assert_eq!(back.graph.node[0].doc_string, "first node");
     let a = Interpreter::new(&m).expect("i1").run(&x(3)).expect("r1");
@@ -156,9 +168,14 @@ fn unknown_fields_survive_round_trip() {
         .mut_unknown_fields()
         .add_varint(98, 5);
     let m = mfq::onnx::from_bytes(&p.write_to_bytes().expect("enc"), None, "u").expect("import");
-    let back = ModelProto::parse_from_bytes(&mfq::onnx::to_bytes(&m).expect("export")).expect("parse");
+    let back =
+        ModelProto::parse_from_bytes(&mfq::onnx::to_bytes(&m).expect("export")).expect("parse");
     assert!(back.special_fields.unknown_fields().get(99).is_some());
-    assert!(back.graph.node[1].special_fields.unknown_fields().get(98).is_some());
+    assert!(back.graph.node[1]
+        .special_fields
+        .unknown_fields()
+        .get(98)
+        .is_some());
 }
 
 #[test]
@@ -168,18 +185,26 @@ fn bad_inputs_are_errors_not_panics() {
         let r = mfq::onnx::from_bytes(&good[..cut], None, "cut.onnx");
         assert!(r.is_err(), "truncated at {cut} must fail");
     }
-    let e = mfq::onnx::from_bytes(b"\x89PNG\r\n\x1a\n not a model", None, "x.png").unwrap_err();
+    let e = mfq::onnx::from_bytes(b"\x89PNG\r\n\x1a\n not a model", None, "x.png")
+        .expect_err("must fail");
     assert!(e.to_string().contains("x.png"), "{e}");
-    let e = mfq::onnx::from_bytes(b"", None, "empty.onnx").unwrap_err();
+    let e = mfq::onnx::from_bytes(b"", None, "empty.onnx").expect_err("must fail");
     assert!(e.to_string().contains("not an ONNX model"), "{e}");
     // Undefined tensor.
     let e = mfq::onnx::from_bytes(
-        &B::new(13).input("x", &[1]).node("Relu", &["nope"], &["y"]).output("y", &[1]).bytes(),
+        &B::new(13)
+            .input("x", &[1])
+            .node("Relu", &["nope"], &["y"])
+            .output("y", &[1])
+            .bytes(),
         None,
         "u.onnx",
     )
-    .unwrap_err();
-    assert!(e.to_string().contains("nope") && e.to_string().contains("Relu"), "{e}");
+    .expect_err("must fail");
+    assert!(
+        e.to_string().contains("nope") && e.to_string().contains("Relu"),
+        "{e}"
+    );
     // Cycle.
     let e = mfq::onnx::from_bytes(
         &B::new(13)
@@ -191,7 +216,7 @@ fn bad_inputs_are_errors_not_panics() {
         None,
         "c.onnx",
     )
-    .unwrap_err();
+    .expect_err("must fail");
     assert!(e.to_string().contains("cycle"), "{e}");
     // Missing external data.
     let dir = tempfile::tempdir().expect("tmp");
@@ -205,14 +230,29 @@ fn bad_inputs_are_errors_not_panics() {
     t.external_data.push(kv);
     let path = dir.path().join("m.onnx");
     std::fs::write(&path, p.write_to_bytes().expect("enc")).expect("write");
-    let e = mfq::onnx::load(&path).unwrap_err();
-    assert!(e.to_string().contains("weights.bin") && e.to_string().contains("'w'"), "{e}");
+    let e = mfq::onnx::load(&path).expect_err("must fail");
+    assert!(
+        e.to_string().contains("weights.bin") && e.to_string().contains("'w'"),
+        "{e}"
+    );
     // With the file present it loads.
-    let bytes: Vec<u8> = [1f32, 2., 3., 4., 5., 6.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(dir.path().join("weights.bin"), bytes).expect("write");
     let m = mfq::onnx::load(&path).expect("external data loads");
     let w = m.graph.find_value("w").expect("w");
-    assert_eq!(m.graph.value(w).constant.as_ref().expect("c").to_f32().expect("f")[[2, 1]], 6.0);
+    assert_eq!(
+        m.graph
+            .value(w)
+            .constant
+            .as_ref()
+            .expect("c")
+            .to_f32()
+            .expect("f")[[2, 1]],
+        6.0
+    );
     // Random garbage never panics.
     let mut s = 12345u64;
     for len in [3usize, 50, 500] {
@@ -231,21 +271,29 @@ fn bad_inputs_are_errors_not_panics() {
 #[test]
 fn unsupported_op_and_attribute_reported_before_running() {
     let m = mfq::onnx::from_bytes(
-        &B::new(13).input("x", &[1]).node("Frobnicate", &["x"], &["y"]).output("y", &[1]).bytes(),
+        &B::new(13)
+            .input("x", &[1])
+            .node("Frobnicate", &["x"], &["y"])
+            .output("y", &[1])
+            .bytes(),
         None,
         "f",
     )
     .expect("import");
-    let e = Interpreter::new(&m).unwrap_err().to_string();
+    let e = Interpreter::new(&m).expect_err("must fail").to_string();
     assert!(e.contains("Frobnicate") && e.contains("opset 13"), "{e}");
-    let mut p = B::new(13).input("x", &[1]).node("Relu", &["x"], &["y"]).output("y", &[1]).proto();
+    let mut p = B::new(13)
+        .input("x", &[1])
+        .node("Relu", &["x"], &["y"])
+        .output("y", &[1])
+        .proto();
     let mut a = onnx_protobuf::AttributeProto::new();
     a.name = "mystery".into();
     a.type_ = onnx_protobuf::attribute_proto::AttributeType::INT.into();
     a.i = 3;
     p.graph.as_mut().expect("g").node[0].attribute.push(a);
     let m = mfq::onnx::from_bytes(&p.write_to_bytes().expect("e"), None, "a").expect("import");
-    let e = Interpreter::new(&m).unwrap_err().to_string();
+    let e = Interpreter::new(&m).expect_err("must fail").to_string();
     assert!(e.contains("mystery") && e.contains("Relu_0"), "{e}");
 }
 
@@ -255,15 +303,19 @@ fn wrong_input_shape_or_dtype_is_an_error() {
     let i = Interpreter::new(&m).expect("interp");
     let e = i
         .run(&[("x".into(), Tensor::f32(&[2, 4], vec![0.0; 8]).expect("t"))])
-        .unwrap_err()
+        .expect_err("must fail")
         .to_string();
     assert!(e.contains("'x'") && e.contains("shape"), "{e}");
     let e = i
         .run(&[("x".into(), Tensor::vec_i64(vec![1, 2, 3]))])
-        .unwrap_err()
+        .expect_err("must fail")
         .to_string();
     assert!(e.contains("dtype"), "{e}");
-    assert!(i.run(&[]).unwrap_err().to_string().contains("missing input 'x'"));
+    assert!(i
+        .run(&[])
+        .expect_err("must fail")
+        .to_string()
+        .contains("missing input 'x'"));
 }
 
 #[test]
@@ -290,11 +342,68 @@ fn shape_arithmetic_folds_to_static_graph() {
     assert_eq!(folded, 3);
     assert_eq!(m.graph.node_count(), 1);
     let y = m.graph.outputs[0];
-    assert_eq!(m.graph.value(y).shape, Some(vec![Dim::Known(4), Dim::Known(6)]));
+    assert_eq!(
+        m.graph.value(y).shape,
+        Some(vec![Dim::Known(4), Dim::Known(6)])
+    );
     let data: Vec<f32> = (0..24).map(|v| v as f32).collect();
     let out = Interpreter::new(&m)
         .expect("interp")
         .run(&[("x".into(), Tensor::f32(&[4, 2, 3], data).expect("x"))])
         .expect("run");
     assert_eq!(out[0].1.shape(), &[4, 6]);
+}
+
+struct Counter {
+    seen: std::collections::BTreeMap<String, (usize, f32)>,
+}
+
+impl mfq::interp::Observer for Counter {
+    fn observe(&mut self, _v: mfq::ir::ValueId, name: &str, t: &Tensor) {
+        let max = t
+            .to_f32()
+            .map(|a| a.iter().fold(f32::MIN, |m, v| m.max(*v)))
+            .unwrap_or(0.0);
+        let e = self.seen.entry(name.to_string()).or_insert((0, f32::MIN));
+        e.0 += 1;
+        e.1 = e.1.max(max);
+    }
+}
+
+#[test]
+fn observers_see_every_tensor_of_every_chunk() {
+    let m = mfq::onnx::from_bytes(&small().bytes(), None, "s").expect("import");
+    let i = Interpreter::new(&m).expect("interp");
+    let mut c = Counter {
+        seen: Default::default(),
+    };
+    let out = i.run_batched_observed(&x(5), Some(2), &mut c).expect("run");
+    // Three chunks (2 + 2 + 1) of x, h and y; the observer's state is all that grows.
+    for k in ["x", "h", "y"] {
+        assert_eq!(c.seen[k].0, 3, "{k}");
+    }
+    let ymax = out[0]
+        .1
+        .to_f32()
+        .expect("y")
+        .iter()
+        .fold(f32::MIN, |m, v| m.max(*v));
+    assert_eq!(c.seen["y"].1, ymax);
+}
+
+#[test]
+fn batched_runs_are_deterministic_across_thread_counts() {
+    let m = mfq::onnx::from_bytes(&small().bytes(), None, "s").expect("import");
+    let i = Interpreter::new(&m).expect("interp");
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+            .install(|| i.run_batched(&x(9), None).expect("run"))
+    };
+    let a = run(1);
+    assert_eq!(a, run(2));
+    assert_eq!(a, run(4));
+    assert_eq!(a, i.run(&x(9)).expect("whole batch"));
 }

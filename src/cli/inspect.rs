@@ -17,7 +17,13 @@ pub struct InspectArgs {
 }
 
 fn dims(s: &[usize]) -> String {
-    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 /// Runs `mfq inspect`. Exit code 0 even when some ops are unsupported (they are listed).
@@ -80,7 +86,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             if let Some(c) = &val.constant {
                 let float = matches!(
                     c.dtype(),
-                    crate::tensor::DType::F32 | crate::tensor::DType::F16 | crate::tensor::DType::F64 | crate::tensor::DType::Bf16
+                    crate::tensor::DType::F32
+                        | crate::tensor::DType::F16
+                        | crate::tensor::DType::F64
+                        | crate::tensor::DType::Bf16
                 );
                 if float && g.producer(*v).is_none() && seen.insert(*v) {
                     params += c.len();
@@ -100,7 +109,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut sm = m.clone();
-    if let Err(e) = crate::ir::fold::fix_batch(&mut sm, 1).and_then(|_| crate::ir::fold::infer_shapes(&mut sm)) {
+    if let Err(e) =
+        crate::ir::fold::fix_batch(&mut sm, 1).and_then(|_| crate::ir::fold::infer_shapes(&mut sm))
+    {
         println!("MACs: not computed ({e})");
         return Ok(ExitCode::SUCCESS);
     }
@@ -108,7 +119,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let mut total = 0u64;
     let mut longest: Option<(usize, String)> = None;
     if !args.summary {
-        println!("{:<40} {:<16} {:>14} {:>8}  output", "layer (batch 1)", "op", "MACs", "dot len");
+        println!(
+            "{:<40} {:<16} {:>14} {:>8}  output",
+            "layer (batch 1)", "op", "MACs", "dot len"
+        );
     }
     for n in sg.topo_order()? {
         let node = sg.node(n);
@@ -121,7 +135,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         let outs: Vec<Vec<usize>> = node
             .outputs
             .iter()
-            .map(|o| o.and_then(|v| sg.value(v).static_shape()).unwrap_or_default())
+            .map(|o| {
+                o.and_then(|v| sg.value(v).static_shape())
+                    .unwrap_or_default()
+            })
             .collect();
         let in_refs: Vec<Option<&[usize]>> = ins.iter().map(|s| s.as_deref()).collect();
         let out_refs: Vec<&[usize]> = outs.iter().map(|s| s.as_slice()).collect();
@@ -147,7 +164,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    println!("total MACs per sample: {total} ({:.3} G)", total as f64 / 1e9);
+    println!(
+        "total MACs per sample: {total} ({:.3} G)",
+        total as f64 / 1e9
+    );
     match longest {
         Some((d, l)) => println!("largest dot-product length: {d} (node {l})"),
         None => println!("largest dot-product length: none"),

@@ -50,15 +50,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     match &args.output {
         Some(p) => {
             let bytes = crate::tensor::npz::to_bytes(&outs)?;
-            crate::util::atomic::write_atomic(p, &bytes, &[args.model.as_path(), args.input.as_path()])?;
-            eprintln!("wrote {} output(s) to {} in {:.3} s", outs.len(), p.display(), dt.as_secs_f64());
+            crate::util::atomic::write_atomic(
+                p,
+                &bytes,
+                &[args.model.as_path(), args.input.as_path()],
+            )?;
+            eprintln!(
+                "wrote {} output(s) to {} in {:.3} s",
+                outs.len(),
+                p.display(),
+                dt.as_secs_f64()
+            );
         }
         None => {
             for (name, t) in &outs {
                 let v = t.to_f64_vec().unwrap_or_default();
-                let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-                let mean = if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
-                println!("{name}: {} {:?} min {lo:.6} max {hi:.6} mean {mean:.6}", t.dtype(), t.shape());
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    });
+                let mean = if v.is_empty() {
+                    0.0
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                };
+                println!(
+                    "{name}: {} {:?} min {lo:.6} max {hi:.6} mean {mean:.6}",
+                    t.dtype(),
+                    t.shape()
+                );
             }
             eprintln!("ran in {:.3} s", dt.as_secs_f64());
         }

@@ -26,7 +26,7 @@ pub enum InterpError {
         op: String,
         domain: String,
         opset: i64,
-        error: OpError,
+        error: Box<OpError>,
     },
     #[error("node {node}: domain '{domain}' of op {op} has no opset import")]
     NoOpset {
@@ -38,7 +38,7 @@ pub enum InterpError {
     Eval {
         node: String,
         op: String,
-        error: OpError,
+        error: Box<OpError>,
     },
     #[error("node {node} ({op}) produced {got} outputs, expected {expected}")]
     OutputCount {
@@ -130,7 +130,11 @@ pub fn build_op(model: &Model, id: NodeId) -> Result<Box<dyn Op>, InterpError> {
     let node = model.graph.node(id);
     let opset = model
         .opset_for(&node.domain)
-        .or_else(|| ops::QONNX_DOMAINS.contains(&node.domain.as_str()).then_some(1))
+        .or_else(|| {
+            ops::QONNX_DOMAINS
+                .contains(&node.domain.as_str())
+                .then_some(1)
+        })
         .ok_or_else(|| InterpError::NoOpset {
             node: node.label(),
             op: node.op_type.clone(),
@@ -145,7 +149,7 @@ pub fn build_op(model: &Model, id: NodeId) -> Result<Box<dyn Op>, InterpError> {
             format!("{}::", node.domain)
         },
         opset,
-        error,
+        error: Box::new(error),
     })
 }
 
@@ -214,7 +218,11 @@ impl Interpreter {
             consts,
             names: g.value_ids().map(|v| g.value(v).name.clone()).collect(),
             inputs,
-            outputs: g.outputs.iter().map(|&v| (g.value(v).name.clone(), v)).collect(),
+            outputs: g
+                .outputs
+                .iter()
+                .map(|&v| (g.value(v).name.clone(), v))
+                .collect(),
         })
     }
 
@@ -234,14 +242,26 @@ impl Interpreter {
     }
 
     /// Checks names, dtypes and non-batch dims of the given inputs.
-    fn check_inputs(&self, feeds: &[(String, Tensor)], batch_free: bool) -> Result<(), InterpError> {
+    fn check_inputs(
+        &self,
+        feeds: &[(String, Tensor)],
+        batch_free: bool,
+    ) -> Result<(), InterpError> {
         for (name, t) in feeds {
-            let spec = self.inputs.iter().find(|s| &s.name == name).ok_or_else(|| {
-                InterpError::UnknownInput(
-                    name.clone(),
-                    self.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
-                )
-            })?;
+            let spec = self
+                .inputs
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| {
+                    InterpError::UnknownInput(
+                        name.clone(),
+                        self.inputs
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    )
+                })?;
             if let Some(d) = spec.dtype {
                 if d != t.dtype() {
                     return Err(InterpError::InputDtype {
@@ -253,10 +273,13 @@ impl Interpreter {
             }
             if let Some(s) = &spec.shape {
                 let ok = s.len() == t.shape().len()
-                    && s.iter().zip(t.shape()).enumerate().all(|(i, (d, &n))| match d {
-                        Dim::Known(k) => *k == n || (i == 0 && batch_free),
-                        _ => true,
-                    });
+                    && s.iter()
+                        .zip(t.shape())
+                        .enumerate()
+                        .all(|(i, (d, &n))| match d {
+                            Dim::Known(k) => *k == n || (i == 0 && batch_free),
+                            _ => true,
+                        });
                 if !ok {
                     return Err(InterpError::InputShape {
                         name: name.clone(),
@@ -317,7 +340,7 @@ impl Interpreter {
             let outs = s.op.eval(&ins).map_err(|error| InterpError::Eval {
                 node: s.label.clone(),
                 op: s.op_type.clone(),
-                error,
+                error: Box::new(error),
             })?;
             if outs.len() < s.outputs.iter().filter(|o| o.is_some()).count() {
                 return Err(InterpError::OutputCount {
@@ -391,13 +414,19 @@ impl Interpreter {
         let mut parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::new();
         for (i, (name, _)) in self.outputs.iter().enumerate() {
-            let pieces: Vec<Tensor> = parts.iter_mut().map(|p| std::mem::replace(&mut p[i].1, Tensor::scalar_f32(0.0))).collect();
+            let pieces: Vec<Tensor> = parts
+                .iter_mut()
+                .map(|p| std::mem::replace(&mut p[i].1, Tensor::scalar_f32(0.0)))
+                .collect();
             out.push((name.clone(), concat_batch(&pieces)?));
         }
         Ok(out)
     }
 
-    fn run_unchecked_batch(&self, feeds: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, InterpError> {
+    fn run_unchecked_batch(
+        &self,
+        feeds: &[(String, Tensor)],
+    ) -> Result<Vec<(String, Tensor)>, InterpError> {
         self.exec(feeds, None)
     }
 
@@ -482,14 +511,15 @@ fn concat_batch(parts: &[Tensor]) -> Result<Tensor, InterpError> {
     let op = ops::build(&node, 13).map_err(|error| InterpError::Eval {
         node: "<batch concat>".into(),
         op: "Concat".into(),
-        error,
+        error: Box::new(error),
     })?;
     let mut out = op.eval(&refs).map_err(|error| InterpError::Eval {
         node: "<batch concat>".into(),
         op: "Concat".into(),
-        error,
+        error: Box::new(error),
     })?;
-    out.pop().ok_or_else(|| InterpError::MissingOutput("<batch concat>".into()))
+    out.pop()
+        .ok_or_else(|| InterpError::MissingOutput("<batch concat>".into()))
 }
 
 /// Convenience: feeds as a name → tensor map.

@@ -11,7 +11,10 @@ pub fn shape_str(s: Option<&Vec<Dim>>) -> String {
         None => "?".to_string(),
         Some(d) => format!(
             "[{}]",
-            d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     }
 }
@@ -37,7 +40,9 @@ fn attr_str(v: &AttrValue) -> String {
         AttrValue::Ints(i) => format!("{i:?}"),
         AttrValue::Strings(s) => format!(
             "{:?}",
-            s.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>()
+            s.iter()
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect::<Vec<_>>()
         ),
         AttrValue::Opaque(o) => format!("opaque#{:016x}", fnv(&o.0)),
     }
@@ -84,7 +89,11 @@ pub fn dump_graph(g: &Graph) -> Result<String, super::IrError> {
             .iter()
             .map(|i| i.map(|v| g.value(v).name.clone()).unwrap_or_default())
             .collect();
-        let outs: Vec<String> = node.outputs.iter().map(|o| o.map(&ty).unwrap_or_default()).collect();
+        let outs: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|o| o.map(&ty).unwrap_or_default())
+            .collect();
         let dom = if node.domain.is_empty() {
             String::new()
         } else {
@@ -119,7 +128,12 @@ pub fn dump_graph(g: &Graph) -> Result<String, super::IrError> {
 pub fn dump_model(m: &Model) -> Result<String, super::IrError> {
     let mut s = String::new();
     for (d, v) in &m.opsets {
-        let _ = writeln!(s, "opset {}={}", if d.is_empty() { "ai.onnx" } else { d }, v);
+        let _ = writeln!(
+            s,
+            "opset {}={}",
+            if d.is_empty() { "ai.onnx" } else { d },
+            v
+        );
     }
     s.push_str(&dump_graph(&m.graph)?);
     Ok(s)

@@ -46,7 +46,8 @@ impl Observer for ShapeRecorder {
 /// Infers dtype and static shape of every value by running the model once on zero inputs.
 /// Every fed input must have a fully known shape (call [`fix_batch`] first for a symbolic batch).
 pub fn infer_shapes(m: &mut Model) -> Result<(), IrError> {
-    let interp = Interpreter::new(m).map_err(|e| IrError::Other(format!("shape inference: {e}")))?;
+    let interp =
+        Interpreter::new(m).map_err(|e| IrError::Other(format!("shape inference: {e}")))?;
     let mut feeds = Vec::new();
     for v in m.graph.required_inputs() {
         let val = m.graph.value(v);
@@ -58,8 +59,12 @@ pub fn infer_shapes(m: &mut Model) -> Result<(), IrError> {
             ))
         })?;
         let dt = val.dtype.unwrap_or(crate::tensor::DType::F32);
-        let t = Tensor::zeros(dt, &shape)
-            .ok_or_else(|| IrError::Other(format!("shape inference: input '{}' has unsupported dtype {dt}", val.name)))?;
+        let t = Tensor::zeros(dt, &shape).ok_or_else(|| {
+            IrError::Other(format!(
+                "shape inference: input '{}' has unsupported dtype {dt}",
+                val.name
+            ))
+        })?;
         feeds.push((val.name.clone(), t));
     }
     let mut rec = ShapeRecorder {
@@ -107,7 +112,9 @@ pub fn fold_constants(m: &mut Model) -> Result<usize, IrError> {
     if let Some(e) = pending {
         return Err(e);
     }
-    run_verified(&mut m.graph, "fold_constants", |g| remove_dead_code(g).map(|_| ()))?;
+    run_verified(&mut m.graph, "fold_constants", |g| {
+        remove_dead_code(g).map(|_| ())
+    })?;
     Ok(folded)
 }
 
@@ -206,7 +213,9 @@ pub fn fold_batch_norm(m: &mut Model) -> Result<usize, IrError> {
             count += 1;
         }
     }
-    run_verified(&mut m.graph, "fold_batch_norm", |g| remove_dead_code(g).map(|_| ()))?;
+    run_verified(&mut m.graph, "fold_batch_norm", |g| {
+        remove_dead_code(g).map(|_| ())
+    })?;
     Ok(count)
 }
 
@@ -216,8 +225,12 @@ fn fold_one_bn(m: &mut Model, bn: NodeId) -> Result<bool, IrError> {
     if node.op_type != "BatchNormalization" || !node.domain.is_empty() || node.outputs.len() != 1 {
         return Ok(false);
     }
-    let Some(x) = node.inputs.first().copied().flatten() else { return Ok(false) };
-    let Some((prod, _)) = g.producer(x) else { return Ok(false) };
+    let Some(x) = node.inputs.first().copied().flatten() else {
+        return Ok(false);
+    };
+    let Some((prod, _)) = g.producer(x) else {
+        return Ok(false);
+    };
     if g.consumers(x).len() != 1 || g.outputs.contains(&x) {
         return Ok(false);
     }
@@ -235,15 +248,21 @@ fn fold_one_bn(m: &mut Model, bn: NodeId) -> Result<bool, IrError> {
     let params: Option<Vec<Vec<f32>>> = (1..5)
         .map(|i| const_of(m, node.inputs.get(i).copied().flatten()).and_then(|t| f32_vec(&t)))
         .collect();
-    let Some(params) = params else { return Ok(false) };
+    let Some(params) = params else {
+        return Ok(false);
+    };
     let (scale, bias, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
     let c = scale.len();
     if [bias.len(), mean.len(), var.len()].iter().any(|&l| l != c) {
         return Ok(false);
     }
     let s: Vec<f32> = (0..c).map(|i| scale[i] / (var[i] + eps).sqrt()).collect();
-    let Some(w) = const_of(m, p.inputs.get(1).copied().flatten()) else { return Ok(false) };
-    let Some(mut wa) = w.as_f32().cloned() else { return Ok(false) };
+    let Some(w) = const_of(m, p.inputs.get(1).copied().flatten()) else {
+        return Ok(false);
+    };
+    let Some(mut wa) = w.as_f32().cloned() else {
+        return Ok(false);
+    };
     let old_b = match p.inputs.get(2).copied().flatten() {
         None => vec![0.0; c],
         Some(v) => match const_of(m, Some(v)).and_then(|t| f32_vec(&t)) {
@@ -273,7 +292,9 @@ fn fold_one_bn(m: &mut Model, bn: NodeId) -> Result<bool, IrError> {
             }
         }
         "ConvTranspose" => {
-            let Some(groups) = int_attr("group", 1) else { return Ok(false) };
+            let Some(groups) = int_attr("group", 1) else {
+                return Ok(false);
+            };
             let groups = groups.max(1) as usize;
             if wa.ndim() < 2 || wa.shape()[1] * groups != c {
                 return Ok(false);
@@ -290,7 +311,11 @@ fn fold_one_bn(m: &mut Model, bn: NodeId) -> Result<bool, IrError> {
             }
         }
         _ => {
-            let (Some(tb), Some(alpha), Some(beta)) = (int_attr("transB", 0), float_attr("alpha"), float_attr("beta")) else {
+            let (Some(tb), Some(alpha), Some(beta)) = (
+                int_attr("transB", 0),
+                float_attr("alpha"),
+                float_attr("beta"),
+            ) else {
                 return Ok(false);
             };
             if wa.ndim() != 2 {
@@ -317,7 +342,9 @@ fn fold_one_bn(m: &mut Model, bn: NodeId) -> Result<bool, IrError> {
             }
         }
     }
-    let new_b: Vec<f32> = (0..c).map(|i| (b_scale * old_b[i] - mean[i]) * s[i] + bias[i]).collect();
+    let new_b: Vec<f32> = (0..c)
+        .map(|i| (b_scale * old_b[i] - mean[i]) * s[i] + bias[i])
+        .collect();
     let bn_out = node.outputs[0];
     let pname = p.name.clone();
     let p_out = p.outputs.first().copied().flatten();
@@ -325,14 +352,19 @@ fn fold_one_bn(m: &mut Model, bn: NodeId) -> Result<bool, IrError> {
     let wname = g.fresh_name(&format!("{pname}_bnfold_W"));
     let bname = g.fresh_name(&format!("{pname}_bnfold_B"));
     let wv = g.add_constant(&wname, Tensor::F32(wa));
-    let bv = g.add_constant(&bname, Tensor::f32(&[c], new_b).map_err(|e| IrError::Other(e.to_string()))?);
+    let bv = g.add_constant(
+        &bname,
+        Tensor::f32(&[c], new_b).map_err(|e| IrError::Other(e.to_string()))?,
+    );
     g.set_input(prod, 1, Some(wv));
     g.set_input(prod, 2, Some(bv));
     if kind == "Gemm" {
         let n = g.node_mut(prod);
         n.attrs.retain(|a| a.name != "beta");
     }
-    let (Some(bn_out), Some(p_out)) = (bn_out, p_out) else { return Ok(false) };
+    let (Some(bn_out), Some(p_out)) = (bn_out, p_out) else {
+        return Ok(false);
+    };
     g.remove_node(bn);
     g.replace_uses(bn_out, p_out);
     // The producer's output takes over the BatchNormalization output's name and metadata.

@@ -336,8 +336,11 @@ impl Graph {
         for e in self.nodes.edge_references() {
             *indeg.entry(e.target()).or_default() += 1;
         }
-        let mut ready: std::collections::BTreeSet<NodeIndex<u32>> =
-            indeg.iter().filter(|(_, &d)| d == 0).map(|(n, _)| *n).collect();
+        let mut ready: std::collections::BTreeSet<NodeIndex<u32>> = indeg
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(n, _)| *n)
+            .collect();
         let mut order = Vec::with_capacity(indeg.len());
         while let Some(n) = ready.pop_first() {
             order.push(NodeId(n));
@@ -364,7 +367,10 @@ impl Graph {
 
     /// Looks a value up by name (linear scan).
     pub fn find_value(&self, name: &str) -> Option<ValueId> {
-        self.values.iter().position(|v| v.name == name).map(|i| ValueId(i as u32))
+        self.values
+            .iter()
+            .position(|v| v.name == name)
+            .map(|i| ValueId(i as u32))
     }
 
     /// True when `v` is a graph input fed by the caller.
@@ -383,7 +389,8 @@ impl Graph {
 
     /// A fresh value name derived from `base`, unique in the graph.
     pub fn fresh_name(&self, base: &str) -> String {
-        let names: std::collections::HashSet<&str> = self.values.iter().map(|v| v.name.as_str()).collect();
+        let names: std::collections::HashSet<&str> =
+            self.values.iter().map(|v| v.name.as_str()).collect();
         if !names.contains(base) {
             return base.to_string();
         }

@@ -150,17 +150,16 @@ pub enum IrError {
     UndefinedOutput { value: String },
     #[error("tensor name '{0}' is used by more than one value")]
     DuplicateName(String),
-    #[error("value '{value}': constant shape {constant:?} disagrees with declared shape {declared}")]
+    #[error(
+        "value '{value}': constant shape {constant:?} disagrees with declared shape {declared}"
+    )]
     ShapeMismatch {
         value: String,
         constant: Vec<usize>,
         declared: String,
     },
     #[error("after transform '{pass}': {error}")]
-    AfterPass {
-        pass: String,
-        error: Box<IrError>,
-    },
+    AfterPass { pass: String, error: Box<IrError> },
     #[error("transform '{pass}' failed at node {node}: {reason}")]
     Transform {
         pass: String,

@@ -44,10 +44,9 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
         }
         if let (Some(c), Some(shape)) = (&val.constant, &val.shape) {
             let ok = c.shape().len() == shape.len()
-                && c.shape()
-                    .iter()
-                    .zip(shape)
-                    .all(|(a, d)| matches!(d, Dim::Known(b) if b == a) || !matches!(d, Dim::Known(_)));
+                && c.shape().iter().zip(shape).all(|(a, d)| {
+                    matches!(d, Dim::Known(b) if b == a) || !matches!(d, Dim::Known(_))
+                });
             if !ok {
                 return Err(IrError::ShapeMismatch {
                     value: val.name.clone(),

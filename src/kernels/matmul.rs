@@ -456,6 +456,19 @@ mod tests {
     }
 
     #[test]
+    fn matmul_independent_of_thread_count() {
+        let a = rand_array(&[3, 200, 150], 11);
+        let b = rand_array(&[3, 150, 700], 12);
+        let y1 = matmul(&a.view(), &b.view()).expect("matmul");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let y2 = pool.install(|| matmul(&a.view(), &b.view()).expect("matmul"));
+        assert_eq!(y1, y2);
+    }
+
+    #[test]
     fn matmul_broadcast_and_vectors() {
         let a = rand_array(&[2, 1, 3, 4], 3);
         let b = rand_array(&[5, 4, 6], 4);

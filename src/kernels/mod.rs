@@ -28,6 +28,7 @@
 //!   half_pixel, half_pixel_symmetric, pytorch_half_pixel, align_corners, asymmetric).
 //! - [`pad`] — [`pad::pad`] (Pad: constant, reflect, edge, wrap; negative pads crop).
 //! - [`layout`] — [`layout::depth_to_space`] (DepthToSpace, DCR and CRD).
+//! - [`layout`] also has [`layout::space_to_depth`] (SpaceToDepth).
 //! - [`einsum`] — [`einsum::einsum`] (Einsum: explicit/implicit output, ellipsis, repeated
 //!   indices (diagonals), summed-out indices; evaluated pairwise via batched GEMM).
 
@@ -41,6 +42,9 @@ pub mod pad;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+
+#[cfg(test)]
+mod oracle_tests;
 
 /// Error returned by every kernel: the operand or parameter that is inconsistent, with the
 /// offending values.

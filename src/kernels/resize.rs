@@ -76,10 +76,10 @@ fn source_coord(c: CoordTransform, x: usize, scale: f32, in_len: usize, out_len:
     match c {
         CoordTransform::HalfPixel => (xf + 0.5) / scale - 0.5,
         CoordTransform::HalfPixelSymmetric => {
-            let adj = out_len as f32 / (scale * in_len as f32);
-            let center = in_len as f32 / 2.0;
-            let offset = center * (1.0 - adj);
-            offset + (xf + 0.5) / scale - 0.5
+            // ONNX defines offset + (x + 0.5) / scale − 0.5 with
+            // offset = in/2 · (1 − out / (scale · in)); this is the same expression simplified,
+            // which keeps exact results exact (matters for nearest rounding).
+            (xf + 0.5 - out_len as f32 / 2.0) / scale + (in_len as f32 - 1.0) / 2.0
         }
         CoordTransform::PytorchHalfPixel => {
             if out_len > 1 {

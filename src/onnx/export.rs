@@ -7,7 +7,7 @@ use crate::tensor::{DType, Tensor};
 use onnx_protobuf::{
     attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
     ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    TensorShapeProto, ValueInfoProto,
 };
 use protobuf::{Message, MessageField};
 use std::path::Path;
@@ -45,7 +45,8 @@ pub fn to_bytes(m: &Model) -> Result<Vec<u8>, OnnxError> {
         })
         .collect();
     p.graph = MessageField::some(export_graph(&m.graph)?);
-    p.write_to_bytes().map_err(|e| OnnxError::Encode(e.to_string()))
+    p.write_to_bytes()
+        .map_err(|e| OnnxError::Encode(e.to_string()))
 }
 
 /// Writes a model file atomically (refusing to overwrite `inputs`).
@@ -133,7 +134,7 @@ fn value_info(g: &Graph, v: ValueId) -> Result<ValueInfoProto, OnnxError> {
                 }
                 tt.shape = MessageField::some(sp);
             }
-            let mut tp = vi.type_.take().unwrap_or_else(TypeProto::new);
+            let mut tp = vi.type_.take().unwrap_or_default();
             tp.value = Some(type_proto::Value::TensorType(tt));
             vi.type_ = MessageField::some(tp);
         }

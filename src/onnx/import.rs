@@ -14,6 +14,10 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// Newest IR version accepted. Versions after 10 only add fields (which are carried opaquely), so
+/// they import like IR 10.
+pub const MAX_IR_VERSION: i64 = 14;
+
 /// Reads an ONNX model file. External data files are resolved relative to its directory.
 pub fn load(path: &Path) -> Result<Model, OnnxError> {
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
@@ -41,7 +45,7 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, what: &str) -> Result<M
             },
         });
     }
-    if !(3..=10).contains(&proto.ir_version) {
+    if !(3..=MAX_IR_VERSION).contains(&proto.ir_version) {
         return Err(OnnxError::IrVersion {
             path: what.to_string(),
             version: proto.ir_version,
@@ -50,7 +54,11 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, what: &str) -> Result<M
     let ctx = Ctx { what, base_dir };
     let mut opsets = std::collections::BTreeMap::new();
     for o in &proto.opset_import {
-        let d = if o.domain == "ai.onnx" { "" } else { o.domain.as_str() };
+        let d = if o.domain == "ai.onnx" {
+            ""
+        } else {
+            o.domain.as_str()
+        };
         opsets.insert(d.to_string(), o.version);
     }
     if proto.opset_import.is_empty() {
@@ -124,7 +132,10 @@ fn import_graph(ctx: &Ctx, mut gp: GraphProto) -> Result<Graph, OnnxError> {
             if o.is_empty() {
                 continue;
             }
-            if by_name.contains_key(o) && g.producer(by_name[o]).is_none() && !g.is_input(by_name[o]) {
+            if by_name.contains_key(o)
+                && g.producer(by_name[o]).is_none()
+                && !g.is_input(by_name[o])
+            {
                 // An output shadowing an initializer: the node wins, as in onnxruntime.
                 let id = by_name[o];
                 g.value_mut(id).constant = None;
@@ -198,7 +209,12 @@ fn value_for_info(
 }
 
 /// Records dtype/shape of a value_info entry (a constant's own dtype/shape win).
-fn apply_info(ctx: &Ctx, g: &mut Graph, id: ValueId, mut vi: ValueInfoProto) -> Result<(), OnnxError> {
+fn apply_info(
+    ctx: &Ctx,
+    g: &mut Graph,
+    id: ValueId,
+    mut vi: ValueInfoProto,
+) -> Result<(), OnnxError> {
     let (dtype, shape) = parse_type(vi.type_.as_ref());
     let v = g.value_mut(id);
     if v.constant.is_none() {
@@ -216,7 +232,9 @@ fn apply_info(ctx: &Ctx, g: &mut Graph, id: ValueId, mut vi: ValueInfoProto) -> 
 }
 
 /// Element type and shape of a tensor TypeProto.
-pub(super) fn parse_type(tp: Option<&onnx_protobuf::TypeProto>) -> (Option<DType>, Option<Vec<Dim>>) {
+pub(super) fn parse_type(
+    tp: Option<&onnx_protobuf::TypeProto>,
+) -> (Option<DType>, Option<Vec<Dim>>) {
     let Some(tp) = tp else { return (None, None) };
     match &tp.value {
         Some(type_proto::Value::TensorType(t)) => {
@@ -228,7 +246,9 @@ pub(super) fn parse_type(tp: Option<&onnx_protobuf::TypeProto>) -> (Option<DType
                         Some(tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
                             Dim::Known(*v as usize)
                         }
-                        Some(tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
+                        Some(tensor_shape_proto::dimension::Value::DimParam(p))
+                            if !p.is_empty() =>
+                        {
                             Dim::Sym(p.clone())
                         }
                         _ => Dim::Unknown,
@@ -348,7 +368,9 @@ fn import_attr(ctx: &Ctx, node: &str, a: AttributeProto) -> Result<Attr, OnnxErr
         AttributeType::INTS => AttrValue::Ints(a.ints.clone()),
         AttributeType::STRINGS => AttrValue::Strings(a.strings.clone()),
         AttributeType::TENSOR => match a.t.as_ref() {
-            Some(t) => AttrValue::Tensor(tensor_from_proto(ctx, t).map_err(|e| bad(e.to_string()))?),
+            Some(t) => {
+                AttrValue::Tensor(tensor_from_proto(ctx, t).map_err(|e| bad(e.to_string()))?)
+            }
             None => return Err(bad("TENSOR attribute without a tensor".into())),
         },
         _ => AttrValue::Opaque(Opaque(encode(ctx, &a)?)),
@@ -433,7 +455,10 @@ fn tensor_from_proto(ctx: &Ctx, tp: &TensorProto) -> Result<Tensor, OnnxError> {
         }
         DType::F64 => {
             check(tp.double_data.len(), "double_data")?;
-            tp.double_data.iter().flat_map(|v| v.to_le_bytes()).collect()
+            tp.double_data
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
         }
         DType::I64 => {
             check(tp.int64_data.len(), "int64_data")?;
@@ -441,11 +466,17 @@ fn tensor_from_proto(ctx: &Ctx, tp: &TensorProto) -> Result<Tensor, OnnxError> {
         }
         DType::U32 => {
             check(tp.uint64_data.len(), "uint64_data")?;
-            tp.uint64_data.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect()
+            tp.uint64_data
+                .iter()
+                .flat_map(|&v| (v as u32).to_le_bytes())
+                .collect()
         }
         DType::U64 => {
             check(tp.uint64_data.len(), "uint64_data")?;
-            tp.uint64_data.iter().flat_map(|v| v.to_le_bytes()).collect()
+            tp.uint64_data
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
         }
         DType::I32 => {
             check(tp.int32_data.len(), "int32_data")?;
@@ -453,7 +484,10 @@ fn tensor_from_proto(ctx: &Ctx, tp: &TensorProto) -> Result<Tensor, OnnxError> {
         }
         DType::I16 | DType::U16 | DType::F16 | DType::Bf16 => {
             check(tp.int32_data.len(), "int32_data")?;
-            tp.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect()
+            tp.int32_data
+                .iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect()
         }
         DType::U4 | DType::I4 | DType::F4E2M1 | DType::U2 | DType::I2 => {
             // Sub-byte types: each int32 holds one packed byte.
@@ -503,21 +537,33 @@ fn read_external(ctx: &Ctx, tp: &TensorProto, expected: usize) -> Result<Vec<u8>
         file: rel.to_path_buf(),
         reason,
     };
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(err("location must be a relative path inside the model directory".into()));
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(err(
+            "location must be a relative path inside the model directory".into(),
+        ));
     }
-    let base = ctx
-        .base_dir
-        .ok_or_else(|| err("model was not loaded from a file, so external data cannot be found".into()))?;
+    let base = ctx.base_dir.ok_or_else(|| {
+        err("model was not loaded from a file, so external data cannot be found".into())
+    })?;
     let file = base.join(rel);
     let mut f = std::fs::File::open(&file).map_err(|e| err(format!("{} ({e})", file.display())))?;
     let len = length.unwrap_or(expected as u64);
     if len != expected as u64 {
-        return Err(err(format!("length {len} but the tensor needs {expected} bytes")));
+        return Err(err(format!(
+            "length {len} but the tensor needs {expected} bytes"
+        )));
     }
-    f.seek(SeekFrom::Start(offset)).map_err(|e| err(e.to_string()))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| err(e.to_string()))?;
     let mut buf = vec![0u8; expected];
-    f.read_exact(&mut buf)
-        .map_err(|e| err(format!("cannot read {expected} bytes at offset {offset}: {e}")))?;
+    f.read_exact(&mut buf).map_err(|e| {
+        err(format!(
+            "cannot read {expected} bytes at offset {offset}: {e}"
+        ))
+    })?;
     Ok(buf)
 }

@@ -27,7 +27,7 @@ pub enum OnnxError {
     Decode { path: String, reason: String },
     #[error("{path}: not an ONNX model: {reason}")]
     NotOnnx { path: String, reason: String },
-    #[error("{path}: unsupported IR version {version} (supported: 3 to 10)")]
+    #[error("{path}: unsupported IR version {version} (supported: 3 to 14)")]
     IrVersion { path: String, version: i64 },
     #[error("{path}: tensor '{tensor}': {reason}")]
     BadTensor {

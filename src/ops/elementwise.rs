@@ -12,8 +12,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let x = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let y = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if x == y || y == 1 {
             x
         } else if x == 1 {
@@ -33,17 +41,21 @@ pub fn zip_broadcast<T: Clone, U>(
     f: impl Fn(&T, &T) -> U,
 ) -> Result<ArrayD<U>, OpError> {
     if a.shape() == b.shape() {
-        return Ok(Zip::from(a).and(b).map_collect(|x, y| f(x, y)));
+        return Ok(Zip::from(a).and(b).map_collect(&f));
     }
-    let s = broadcast_shape(a.shape(), b.shape())
-        .ok_or_else(|| eval_err(op, format!("cannot broadcast {:?} with {:?}", a.shape(), b.shape())))?;
+    let s = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
+        eval_err(
+            op,
+            format!("cannot broadcast {:?} with {:?}", a.shape(), b.shape()),
+        )
+    })?;
     let av = a
         .broadcast(IxDyn(&s))
         .ok_or_else(|| eval_err(op, "broadcast failed"))?;
     let bv = b
         .broadcast(IxDyn(&s))
         .ok_or_else(|| eval_err(op, "broadcast failed"))?;
-    Ok(Zip::from(&av).and(&bv).map_collect(|x, y| f(x, y)))
+    Ok(Zip::from(&av).and(&bv).map_collect(&f))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -150,7 +162,10 @@ impl Op for UnaryOp {
                     Some(t) => {
                         let v = t.to_f64_vec()?;
                         if v.len() != 1 {
-                            return Err(eval_err("Clip", format!("min/max must be scalars, got shape {:?}", t.shape())));
+                            return Err(eval_err(
+                                "Clip",
+                                format!("min/max must be scalars, got shape {:?}", t.shape()),
+                            ));
                         }
                         Ok(Some(v[0] as f32))
                     }
@@ -161,23 +176,34 @@ impl Op for UnaryOp {
         // Integer inputs for the ops that accept them.
         match (x, f) {
             (Tensor::I64(a), Unary::Relu) => return Ok(vec![Tensor::I64(a.mapv(|v| v.max(0)))]),
-            (Tensor::I64(a), Unary::Neg) => return Ok(vec![Tensor::I64(a.mapv(|v| v.wrapping_neg()))]),
-            (Tensor::I64(a), Unary::Abs) => return Ok(vec![Tensor::I64(a.mapv(|v| v.wrapping_abs()))]),
+            (Tensor::I64(a), Unary::Neg) => {
+                return Ok(vec![Tensor::I64(a.mapv(|v| v.wrapping_neg()))])
+            }
+            (Tensor::I64(a), Unary::Abs) => {
+                return Ok(vec![Tensor::I64(a.mapv(|v| v.wrapping_abs()))])
+            }
             (Tensor::I64(a), Unary::Clip(lo, hi)) => {
                 let lo = lo.map(|v| v as i64).unwrap_or(i64::MIN);
                 let hi = hi.map(|v| v as i64).unwrap_or(i64::MAX);
                 return Ok(vec![Tensor::I64(a.mapv(|v| v.max(lo).min(hi)))]);
             }
-            (Tensor::I32(a), Unary::Neg) => return Ok(vec![Tensor::I32(a.mapv(|v| v.wrapping_neg()))]),
+            (Tensor::I32(a), Unary::Neg) => {
+                return Ok(vec![Tensor::I32(a.mapv(|v| v.wrapping_neg()))])
+            }
             (Tensor::F32(_), _) => {}
             (t, _) => {
                 return Err(eval_err(
                     &self.name,
-                    format!("input of type {} is not supported (float32 expected)", t.dtype()),
+                    format!(
+                        "input of type {} is not supported (float32 expected)",
+                        t.dtype()
+                    ),
                 ))
             }
         }
-        let a = x.as_f32().ok_or_else(|| eval_err(&self.name, "float32 input expected"))?;
+        let a = x
+            .as_f32()
+            .ok_or_else(|| eval_err(&self.name, "float32 input expected"))?;
         Ok(vec![Tensor::F32(a.mapv(|v| f.apply(v)))])
     }
 }
@@ -270,7 +296,9 @@ fn bin_i64(f: Binary, x: i64, y: i64) -> i64 {
 /// Applies a binary arithmetic op with broadcasting to two tensors.
 fn binary(name: &str, f: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     Ok(match (a, b) {
-        (Tensor::F32(x), Tensor::F32(y)) => Tensor::F32(zip_broadcast(name, x, y, |&p, &q| bin_f32(f, p, q))?),
+        (Tensor::F32(x), Tensor::F32(y)) => {
+            Tensor::F32(zip_broadcast(name, x, y, |&p, &q| bin_f32(f, p, q))?)
+        }
         (Tensor::F32(x), other) if f == Binary::Pow => {
             let y = other.to_f32()?;
             Tensor::F32(zip_broadcast(name, x, &y, |&p, &q| bin_f32(f, p, q))?)
@@ -278,7 +306,9 @@ fn binary(name: &str, f: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor, OpErr
         (Tensor::F64(x), Tensor::F64(y)) => Tensor::F64(zip_broadcast(name, x, y, |&p, &q| {
             bin_f32(f, p as f32, q as f32) as f64
         })?),
-        (Tensor::I64(x), Tensor::I64(y)) => Tensor::I64(zip_broadcast(name, x, y, |&p, &q| bin_i64(f, p, q))?),
+        (Tensor::I64(x), Tensor::I64(y)) => {
+            Tensor::I64(zip_broadcast(name, x, y, |&p, &q| bin_i64(f, p, q))?)
+        }
         (Tensor::I32(x), Tensor::I32(y)) => Tensor::I32(zip_broadcast(name, x, y, |&p, &q| {
             bin_i64(f, p as i64, q as i64) as i32
         })?),
@@ -331,7 +361,10 @@ struct CmpOp {
 }
 
 fn is_integral(t: &Tensor) -> bool {
-    matches!(t, Tensor::I64(_) | Tensor::I32(_) | Tensor::I8(_) | Tensor::U8(_) | Tensor::Bool(_))
+    matches!(
+        t,
+        Tensor::I64(_) | Tensor::I32(_) | Tensor::I8(_) | Tensor::U8(_) | Tensor::Bool(_)
+    )
 }
 
 impl Op for CmpOp {
@@ -393,9 +426,23 @@ struct WhereOp;
 fn where3<T: Clone>(c: &ArrayD<bool>, x: &ArrayD<T>, y: &ArrayD<T>) -> Result<ArrayD<T>, OpError> {
     let s = broadcast_shape(c.shape(), x.shape())
         .and_then(|s| broadcast_shape(&s, y.shape()))
-        .ok_or_else(|| eval_err("Where", format!("cannot broadcast {:?}, {:?}, {:?}", c.shape(), x.shape(), y.shape())))?;
+        .ok_or_else(|| {
+            eval_err(
+                "Where",
+                format!(
+                    "cannot broadcast {:?}, {:?}, {:?}",
+                    c.shape(),
+                    x.shape(),
+                    y.shape()
+                ),
+            )
+        })?;
     let d = IxDyn(&s);
-    let (cv, xv, yv) = match (c.broadcast(d.clone()), x.broadcast(d.clone()), y.broadcast(d)) {
+    let (cv, xv, yv) = match (
+        c.broadcast(d.clone()),
+        x.broadcast(d.clone()),
+        y.broadcast(d),
+    ) {
         (Some(a), Some(b), Some(c)) => (a, b, c),
         _ => return Err(eval_err("Where", "broadcast failed")),
     };
@@ -446,7 +493,12 @@ pub fn cast(t: &Tensor, to: DType) -> Result<Tensor, OpError> {
         DType::I8 => Tensor::I8(t.to_f32()?.mapv(|v| v as i8)),
         DType::U8 => Tensor::U8(t.to_f32()?.mapv(|v| v as u8)),
         DType::Bool => Tensor::Bool(t.to_f32()?.mapv(|v| v != 0.0)),
-        other => return Err(eval_err("Cast", format!("cast to {other} is not supported"))),
+        other => {
+            return Err(eval_err(
+                "Cast",
+                format!("cast to {other} is not supported"),
+            ))
+        }
     })
 }
 
@@ -503,7 +555,10 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
     };
     let opset = a.opset();
     if opset < 6 && a.has("consumed_inputs") {
-        return Err(a.err("consumed_inputs", "legacy opset < 6 attribute is not supported"));
+        return Err(a.err(
+            "consumed_inputs",
+            "legacy opset < 6 attribute is not supported",
+        ));
     }
     match op {
         "Sqrt" => unary(Unary::Sqrt),
@@ -522,7 +577,10 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
         "Erf" => unary(Unary::Erf),
         "Softplus" => unary(Unary::Softplus),
         "LeakyRelu" => unary(Unary::LeakyRelu(a.float("alpha", 0.01)?)),
-        "HardSigmoid" => unary(Unary::HardSigmoid(a.float("alpha", 0.2)?, a.float("beta", 0.5)?)),
+        "HardSigmoid" => unary(Unary::HardSigmoid(
+            a.float("alpha", 0.2)?,
+            a.float("beta", 0.5)?,
+        )),
         "HardSwish" => unary(Unary::HardSwish),
         "Gelu" => {
             let approx = a.string("approximate", "none")?;
@@ -545,9 +603,10 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
                 })))
             }
         }
-        "Add" | "Sub" | "Mul" | "Div" if opset < 7 && a.has("broadcast") => {
-            Err(a.err("broadcast", "legacy opset < 7 broadcasting is not supported"))
-        }
+        "Add" | "Sub" | "Mul" | "Div" if opset < 7 && a.has("broadcast") => Err(a.err(
+            "broadcast",
+            "legacy opset < 7 broadcasting is not supported",
+        )),
         "Add" => bin(Binary::Add),
         "Sub" => bin(Binary::Sub),
         "Mul" => bin(Binary::Mul),
@@ -561,7 +620,9 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
         "Greater" => cmp(Cmp::Greater),
         "LessOrEqual" => cmp(Cmp::LessOrEqual),
         "GreaterOrEqual" => cmp(Cmp::GreaterOrEqual),
-        "Not" | "And" | "Or" | "Xor" => Ok(Some(Box::new(Logic { name: op.to_string() }))),
+        "Not" | "And" | "Or" | "Xor" => Ok(Some(Box::new(Logic {
+            name: op.to_string(),
+        }))),
         "Sum" => var(Binary::Add, false),
         "Mean" => var(Binary::Add, true),
         "Max" => var(Binary::Max, false),
@@ -575,10 +636,17 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
             if opset >= 21 && a.has("round_mode") {
                 return Err(a.err("round_mode", "not supported"));
             }
-            let to = DType::from_code(to as i32).ok_or_else(|| a.err("to", format!("unknown data type {to}")))?;
+            let to = DType::from_code(to as i32)
+                .ok_or_else(|| a.err("to", format!("unknown data type {to}")))?;
             if !matches!(
                 to,
-                DType::F32 | DType::F64 | DType::I64 | DType::I32 | DType::I8 | DType::U8 | DType::Bool
+                DType::F32
+                    | DType::F64
+                    | DType::I64
+                    | DType::I32
+                    | DType::I8
+                    | DType::U8
+                    | DType::Bool
             ) {
                 return Err(a.err("to", format!("cast to {to} is not supported")));
             }
@@ -612,6 +680,9 @@ mod tests {
         let a = Tensor::f32(&[2, 1], vec![1.0, 2.0]).expect("a");
         let b = Tensor::f32(&[3], vec![10.0, 20.0, 30.0]).expect("b");
         let r = binary("Add", Binary::Add, &a, &b).expect("add");
-        assert_eq!(r.to_f32().expect("f").iter().copied().collect::<Vec<_>>(), vec![11., 21., 31., 12., 22., 32.]);
+        assert_eq!(
+            r.to_f32().expect("f").iter().copied().collect::<Vec<_>>(),
+            vec![11., 21., 31., 12., 22., 32.]
+        );
     }
 }

@@ -12,7 +12,10 @@ impl Op for MatMul {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let a = input_f32("MatMul", inputs, 0)?;
         let b = input_f32("MatMul", inputs, 1)?;
-        Ok(vec![Tensor::F32(kernels::matmul::matmul(&a.view(), &b.view())?)])
+        Ok(vec![Tensor::F32(kernels::matmul::matmul(
+            &a.view(),
+            &b.view(),
+        )?)])
     }
 
     fn macs(&self, inputs: &[Option<&[usize]>], outputs: &[&[usize]]) -> u64 {
@@ -41,7 +44,12 @@ impl Op for Gemm {
             None => None,
         };
         let cv = c.as_ref().map(|c| c.view());
-        Ok(vec![Tensor::F32(kernels::matmul::gemm(&a.view(), &b.view(), cv.as_ref(), &self.p)?)])
+        Ok(vec![Tensor::F32(kernels::matmul::gemm(
+            &a.view(),
+            &b.view(),
+            cv.as_ref(),
+            &self.p,
+        )?)])
     }
 
     fn macs(&self, inputs: &[Option<&[usize]>], outputs: &[&[usize]]) -> u64 {
@@ -71,7 +79,10 @@ impl Op for Einsum {
             .map(|i| input_f32("Einsum", inputs, i))
             .collect::<Result<_, _>>()?;
         let views: Vec<_> = arrs.iter().map(|a| a.view()).collect();
-        Ok(vec![Tensor::F32(kernels::einsum::einsum(&self.equation, &views)?)])
+        Ok(vec![Tensor::F32(kernels::einsum::einsum(
+            &self.equation,
+            &views,
+        )?)])
     }
 }
 

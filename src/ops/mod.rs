@@ -169,7 +169,9 @@ impl<'a> Attrs<'a> {
 
     /// String attribute with default.
     pub fn string(&self, name: &str, default: &str) -> Result<String, OpError> {
-        Ok(self.opt_string(name)?.unwrap_or_else(|| default.to_string()))
+        Ok(self
+            .opt_string(name)?
+            .unwrap_or_else(|| default.to_string()))
     }
 
     /// Optional tensor attribute.
@@ -249,15 +251,23 @@ fn unsupported(node: &Node, opset: i64) -> OpError {
 
 /// Returns input `i` or an error naming it.
 pub fn input<'t>(op: &str, inputs: &[Option<&'t Tensor>], i: usize) -> Result<&'t Tensor, OpError> {
-    inputs.get(i).copied().flatten().ok_or_else(|| OpError::Input {
-        op: op.to_string(),
-        index: i,
-        reason: "required input is missing".into(),
-    })
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| OpError::Input {
+            op: op.to_string(),
+            index: i,
+            reason: "required input is missing".into(),
+        })
 }
 
 /// Returns input `i` as f32 (converting other numeric types).
-pub fn input_f32(op: &str, inputs: &[Option<&Tensor>], i: usize) -> Result<ndarray::ArrayD<f32>, OpError> {
+pub fn input_f32(
+    op: &str,
+    inputs: &[Option<&Tensor>],
+    i: usize,
+) -> Result<ndarray::ArrayD<f32>, OpError> {
     Ok(input(op, inputs, i)?.to_f32()?)
 }
 

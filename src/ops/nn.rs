@@ -30,7 +30,9 @@ fn to_usizes(a: &Attrs, name: &str, v: Option<Vec<i64>>) -> Result<Option<Vec<us
         None => Ok(None),
         Some(v) => v
             .iter()
-            .map(|&x| usize::try_from(x).map_err(|_| a.err(name, format!("negative value in {v:?}"))))
+            .map(|&x| {
+                usize::try_from(x).map_err(|_| a.err(name, format!("negative value in {v:?}")))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
     }
@@ -67,16 +69,30 @@ impl Window {
         k: &[usize],
     ) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>), OpError> {
         let r = input.len();
+        if k.contains(&0) {
+            return Err(eval_err(
+                op,
+                format!("kernel shape {k:?} has a zero dimension"),
+            ));
+        }
         let strides = self.strides.clone().unwrap_or_else(|| vec![1; r]);
         let dil = self.dilations.clone().unwrap_or_else(|| vec![1; r]);
         if strides.len() != r || dil.len() != r || k.len() != r {
-            return Err(eval_err(op, format!("strides/dilations/kernel do not match {r} spatial dims")));
+            return Err(eval_err(
+                op,
+                format!("strides/dilations/kernel do not match {r} spatial dims"),
+            ));
         }
         let (pb, pe) = match self.auto_pad {
             AutoPad::NotSet => match &self.pads {
                 None => (vec![0; r], vec![0; r]),
                 Some(p) if p.len() == 2 * r => (p[..r].to_vec(), p[r..].to_vec()),
-                Some(p) => return Err(eval_err(op, format!("pads {p:?} do not match {r} spatial dims"))),
+                Some(p) => {
+                    return Err(eval_err(
+                        op,
+                        format!("pads {p:?} do not match {r} spatial dims"),
+                    ))
+                }
             },
             AutoPad::Valid => (vec![0; r], vec![0; r]),
             AutoPad::SameUpper | AutoPad::SameLower => {
@@ -117,15 +133,26 @@ impl Op for Conv {
             None => None,
         };
         if x.ndim() < 3 || w.ndim() != x.ndim() {
-            return Err(eval_err("Conv", format!("X {:?} and W {:?} must have equal rank >= 3", x.shape(), w.shape())));
+            return Err(eval_err(
+                "Conv",
+                format!(
+                    "X {:?} and W {:?} must have equal rank >= 3",
+                    x.shape(),
+                    w.shape()
+                ),
+            ));
         }
         let k = &w.shape()[2..];
         if let Some(ks) = &self.win.kernel {
             if ks.as_slice() != k {
-                return Err(eval_err("Conv", format!("kernel_shape {ks:?} disagrees with W {:?}", w.shape())));
+                return Err(eval_err(
+                    "Conv",
+                    format!("kernel_shape {ks:?} disagrees with W {:?}", w.shape()),
+                ));
             }
         }
-        let (strides, dilations, pads_begin, pads_end) = self.win.resolve("Conv", &x.shape()[2..], k)?;
+        let (strides, dilations, pads_begin, pads_end) =
+            self.win.resolve("Conv", &x.shape()[2..], k)?;
         let p = kernels::conv::Conv2dParams {
             strides,
             dilations,
@@ -134,7 +161,12 @@ impl Op for Conv {
             groups: self.group,
         };
         let bv = b.as_ref().map(|b| b.view());
-        Ok(vec![Tensor::F32(kernels::conv::conv(&x.view(), &w.view(), bv.as_ref(), &p)?)])
+        Ok(vec![Tensor::F32(kernels::conv::conv(
+            &x.view(),
+            &w.view(),
+            bv.as_ref(),
+            &p,
+        )?)])
     }
 
     fn macs(&self, inputs: &[Option<&[usize]>], outputs: &[&[usize]]) -> u64 {
@@ -168,22 +200,47 @@ impl Op for ConvTranspose {
             None => None,
         };
         if x.ndim() < 3 || w.ndim() != x.ndim() {
-            return Err(eval_err(OP, format!("X {:?} and W {:?} must have equal rank >= 3", x.shape(), w.shape())));
+            return Err(eval_err(
+                OP,
+                format!(
+                    "X {:?} and W {:?} must have equal rank >= 3",
+                    x.shape(),
+                    w.shape()
+                ),
+            ));
         }
         let r = x.ndim() - 2;
         let k = w.shape()[2..].to_vec();
+        if k.contains(&0) {
+            return Err(eval_err(
+                OP,
+                format!("kernel shape {k:?} has a zero dimension"),
+            ));
+        }
         let ins = x.shape()[2..].to_vec();
         let strides = self.win.strides.clone().unwrap_or_else(|| vec![1; r]);
         let dil = self.win.dilations.clone().unwrap_or_else(|| vec![1; r]);
         let op = self.output_padding.clone().unwrap_or_else(|| vec![0; r]);
         if strides.len() != r || dil.len() != r || op.len() != r {
-            return Err(eval_err(OP, "strides/dilations/output_padding do not match the spatial rank"));
+            return Err(eval_err(
+                OP,
+                "strides/dilations/output_padding do not match the spatial rank",
+            ));
         }
         let target: Option<Vec<usize>> = match (&self.output_shape, self.win.auto_pad) {
-            (Some(s), _) => Some(if s.len() == r { s.clone() } else if s.len() == r + 2 { s[2..].to_vec() } else {
-                return Err(eval_err(OP, format!("output_shape {s:?} does not match the spatial rank")));
+            (Some(s), _) => Some(if s.len() == r {
+                s.clone()
+            } else if s.len() == r + 2 {
+                s[2..].to_vec()
+            } else {
+                return Err(eval_err(
+                    OP,
+                    format!("output_shape {s:?} does not match the spatial rank"),
+                ));
             }),
-            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some((0..r).map(|i| ins[i] * strides[i]).collect()),
+            (None, AutoPad::SameUpper | AutoPad::SameLower) => {
+                Some((0..r).map(|i| ins[i] * strides[i]).collect())
+            }
             _ => None,
         };
         let (pb, pe) = match target {
@@ -192,7 +249,9 @@ impl Op for ConvTranspose {
                 let mut pe = vec![0; r];
                 for i in 0..r {
                     let full = strides[i] * (ins[i].max(1) - 1) + op[i] + (k[i] - 1) * dil[i] + 1;
-                    let total = full.checked_sub(t[i]).ok_or_else(|| eval_err(OP, format!("output_shape {t:?} is too large")))?;
+                    let total = full
+                        .checked_sub(t[i])
+                        .ok_or_else(|| eval_err(OP, format!("output_shape {t:?} is too large")))?;
                     if self.win.auto_pad == AutoPad::SameUpper {
                         pb[i] = total / 2;
                         pe[i] = total - total / 2;
@@ -204,8 +263,15 @@ impl Op for ConvTranspose {
                 (pb, pe)
             }
             None => match (&self.win.pads, self.win.auto_pad) {
-                (Some(p), AutoPad::NotSet) if p.len() == 2 * r => (p[..r].to_vec(), p[r..].to_vec()),
-                (Some(p), AutoPad::NotSet) => return Err(eval_err(OP, format!("pads {p:?} do not match the spatial rank"))),
+                (Some(p), AutoPad::NotSet) if p.len() == 2 * r => {
+                    (p[..r].to_vec(), p[r..].to_vec())
+                }
+                (Some(p), AutoPad::NotSet) => {
+                    return Err(eval_err(
+                        OP,
+                        format!("pads {p:?} do not match the spatial rank"),
+                    ))
+                }
                 _ => (vec![0; r], vec![0; r]),
             },
         };
@@ -218,11 +284,19 @@ impl Op for ConvTranspose {
             groups: self.group,
         };
         let bv = b.as_ref().map(|b| b.view());
-        Ok(vec![Tensor::F32(kernels::conv::conv_transpose(&x.view(), &w.view(), bv.as_ref(), &p)?)])
+        Ok(vec![Tensor::F32(kernels::conv::conv_transpose(
+            &x.view(),
+            &w.view(),
+            bv.as_ref(),
+            &p,
+        )?)])
     }
 
     fn macs(&self, inputs: &[Option<&[usize]>], _outputs: &[&[usize]]) -> u64 {
-        match (inputs.first().copied().flatten(), inputs.get(1).copied().flatten()) {
+        match (
+            inputs.first().copied().flatten(),
+            inputs.get(1).copied().flatten(),
+        ) {
             (Some(x), Some(w)) if w.len() >= 2 => {
                 // Every input element is multiplied by M/group·k… weights.
                 x.iter().product::<usize>() as u64 * w.iter().skip(1).product::<usize>() as u64
@@ -251,10 +325,18 @@ impl Op for Pool {
         let op = if self.max { "MaxPool" } else { "AveragePool" };
         let x = input_f32(op, inputs, 0)?;
         if x.ndim() < 3 {
-            return Err(eval_err(op, format!("input {:?} must be [N, C, D1, ...]", x.shape())));
+            return Err(eval_err(
+                op,
+                format!("input {:?} must be [N, C, D1, ...]", x.shape()),
+            ));
         }
-        let k = self.win.kernel.clone().ok_or_else(|| eval_err(op, "kernel_shape is required"))?;
-        let (strides, dilations, pads_begin, pads_end) = self.win.resolve(op, &x.shape()[2..], &k)?;
+        let k = self
+            .win
+            .kernel
+            .clone()
+            .ok_or_else(|| eval_err(op, "kernel_shape is required"))?;
+        let (strides, dilations, pads_begin, pads_end) =
+            self.win.resolve(op, &x.shape()[2..], &k)?;
         let p = kernels::pool::PoolParams {
             kernel: k,
             strides,
@@ -306,7 +388,13 @@ struct Norm {
 impl Op for Norm {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let get = |i: usize| -> Result<Option<ndarray::ArrayD<f32>>, OpError> {
-            inputs.get(i).copied().flatten().map(|t| t.to_f32()).transpose().map_err(OpError::from)
+            inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|t| t.to_f32())
+                .transpose()
+                .map_err(OpError::from)
         };
         let x = input_f32("Normalization", inputs, 0)?;
         let y = match self.kind {
@@ -315,19 +403,37 @@ impl Op for Norm {
                     input_f32("BatchNormalization", inputs, i)
                 };
                 let (sc, b, m, v) = (need(1)?, need(2)?, need(3)?, need(4)?);
-                kernels::norm::batch_normalization(&x.view(), &sc.view(), &b.view(), &m.view(), &v.view(), self.epsilon)?
+                kernels::norm::batch_normalization(
+                    &x.view(),
+                    &sc.view(),
+                    &b.view(),
+                    &m.view(),
+                    &v.view(),
+                    self.epsilon,
+                )?
             }
             NormKind::Instance => {
                 let sc = input_f32("InstanceNormalization", inputs, 1)?;
                 let b = input_f32("InstanceNormalization", inputs, 2)?;
-                kernels::norm::instance_normalization(&x.view(), &sc.view(), &b.view(), self.epsilon)?
+                kernels::norm::instance_normalization(
+                    &x.view(),
+                    &sc.view(),
+                    &b.view(),
+                    self.epsilon,
+                )?
             }
             NormKind::Layer { axis } => {
                 let sc = get(1)?;
                 let b = get(2)?;
                 let scv = sc.as_ref().map(|a| a.view());
                 let bv = b.as_ref().map(|a| a.view());
-                kernels::norm::layer_normalization(&x.view(), scv.as_ref(), bv.as_ref(), axis, self.epsilon)?
+                kernels::norm::layer_normalization(
+                    &x.view(),
+                    scv.as_ref(),
+                    bv.as_ref(),
+                    axis,
+                    self.epsilon,
+                )?
             }
         };
         Ok(vec![Tensor::F32(y)])
@@ -351,17 +457,30 @@ impl Op for Resize {
         let x = input_f32(OP, inputs, 0)?;
         let r = x.ndim();
         let (scales_in, sizes_in) = if self.opset10 {
-            (Some(input_f32(OP, inputs, 1)?.iter().copied().collect::<Vec<f32>>()), None)
+            (
+                Some(
+                    input_f32(OP, inputs, 1)?
+                        .iter()
+                        .copied()
+                        .collect::<Vec<f32>>(),
+                ),
+                None,
+            )
         } else {
             let sc = inputs.get(2).copied().flatten().filter(|t| !t.is_empty());
             let sz = inputs.get(3).copied().flatten().filter(|t| !t.is_empty());
             (
-                sc.map(|t| t.to_f32().map(|a| a.iter().copied().collect::<Vec<f32>>())).transpose()?,
-                sz.map(|t| t.to_i64().map(|a| a.iter().copied().collect::<Vec<i64>>())).transpose()?,
+                sc.map(|t| t.to_f32().map(|a| a.iter().copied().collect::<Vec<f32>>()))
+                    .transpose()?,
+                sz.map(|t| t.to_i64().map(|a| a.iter().copied().collect::<Vec<i64>>()))
+                    .transpose()?,
             )
         };
         let axes: Vec<usize> = match &self.axes {
-            Some(a) => a.iter().map(|&v| super::axis(OP, v, r)).collect::<Result<_, _>>()?,
+            Some(a) => a
+                .iter()
+                .map(|&v| super::axis(OP, v, r))
+                .collect::<Result<_, _>>()?,
             None => (0..r).collect(),
         };
         let mut out = x.shape().to_vec();
@@ -369,7 +488,10 @@ impl Op for Resize {
         match (scales_in, sizes_in) {
             (Some(sc), None) => {
                 if sc.len() != axes.len() {
-                    return Err(eval_err(OP, format!("{} scales for {} axes", sc.len(), axes.len())));
+                    return Err(eval_err(
+                        OP,
+                        format!("{} scales for {} axes", sc.len(), axes.len()),
+                    ));
                 }
                 for (k, &ax) in axes.iter().enumerate() {
                     scales[ax] = sc[k];
@@ -378,15 +500,24 @@ impl Op for Resize {
             }
             (None, Some(sz)) => {
                 if sz.len() != axes.len() {
-                    return Err(eval_err(OP, format!("{} sizes for {} axes", sz.len(), axes.len())));
+                    return Err(eval_err(
+                        OP,
+                        format!("{} sizes for {} axes", sz.len(), axes.len()),
+                    ));
                 }
                 for (k, &ax) in axes.iter().enumerate() {
-                    let o = usize::try_from(sz[k]).map_err(|_| eval_err(OP, format!("negative size {}", sz[k])))?;
+                    let o = usize::try_from(sz[k])
+                        .map_err(|_| eval_err(OP, format!("negative size {}", sz[k])))?;
                     out[ax] = o;
                     scales[ax] = o as f32 / x.shape()[ax].max(1) as f32;
                 }
             }
-            _ => return Err(eval_err(OP, "exactly one of scales and sizes must be given")),
+            _ => {
+                return Err(eval_err(
+                    OP,
+                    "exactly one of scales and sizes must be given",
+                ))
+            }
         }
         let p = kernels::resize::ResizeParams {
             output_shape: out,
@@ -424,11 +555,17 @@ impl Op for Pad {
             }
         };
         let axes: Vec<usize> = match axes {
-            Some(a) => a.iter().map(|&v| super::axis(OP, v, r)).collect::<Result<_, _>>()?,
+            Some(a) => a
+                .iter()
+                .map(|&v| super::axis(OP, v, r))
+                .collect::<Result<_, _>>()?,
             None => (0..r).collect(),
         };
         if pads.len() != 2 * axes.len() {
-            return Err(eval_err(OP, format!("pads {pads:?} do not match {} axes", axes.len())));
+            return Err(eval_err(
+                OP,
+                format!("pads {pads:?} do not match {} axes", axes.len()),
+            ));
         }
         let mut pb = vec![0i64; r];
         let mut pe = vec![0i64; r];
@@ -442,7 +579,12 @@ impl Op for Pad {
             "edge" => kernels::pad::PadMode::Edge,
             _ => kernels::pad::PadMode::Wrap,
         };
-        Ok(vec![Tensor::F32(kernels::pad::pad(&x.view(), &pb, &pe, mode)?)])
+        Ok(vec![Tensor::F32(kernels::pad::pad(
+            &x.view(),
+            &pb,
+            &pe,
+            mode,
+        )?)])
     }
 }
 
@@ -455,7 +597,11 @@ struct DepthToSpace {
 impl Op for DepthToSpace {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input_f32("DepthToSpace", inputs, 0)?;
-        Ok(vec![Tensor::F32(kernels::layout::depth_to_space(&x.view(), self.blocksize, self.mode)?)])
+        Ok(vec![Tensor::F32(kernels::layout::depth_to_space(
+            &x.view(),
+            self.blocksize,
+            self.mode,
+        )?)])
     }
 }
 
@@ -492,7 +638,11 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
             if max && a.int("storage_order", 0)? != 0 {
                 return Err(a.err("storage_order", "only 0 (row major) is supported"));
             }
-            let count_include_pad = if max { false } else { a.int("count_include_pad", 0)? != 0 };
+            let count_include_pad = if max {
+                false
+            } else {
+                a.int("count_include_pad", 0)? != 0
+            };
             Box::new(Pool {
                 max,
                 win: Window::read(a)?,
@@ -504,7 +654,10 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
         "GlobalMaxPool" => Box::new(GlobalPool { max: true }),
         "BatchNormalization" => {
             if a.n_outputs() > 1 {
-                return Err(a.err("outputs", "training outputs (running mean/var) are not supported"));
+                return Err(a.err(
+                    "outputs",
+                    "training outputs (running mean/var) are not supported",
+                ));
             }
             if a.opset() < 7 && a.int("is_test", 1)? == 0 {
                 return Err(a.err("is_test", "training mode is not supported"));
@@ -533,7 +686,9 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
                 return Err(a.err("stash_type", "only float32 stashing (1) is supported"));
             }
             Box::new(Norm {
-                kind: NormKind::Layer { axis: a.int("axis", -1)? },
+                kind: NormKind::Layer {
+                    axis: a.int("axis", -1)?,
+                },
                 epsilon: a.float("epsilon", 1e-5)?,
             })
         }
@@ -541,7 +696,10 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
             use kernels::resize::{CoordTransform, NearestMode, ResizeMode};
             let opset10 = a.opset() < 11;
             if op == "Upsample" && a.opset() < 9 {
-                return Err(a.err("scales", "Upsample with a scales attribute (opset < 9) is not supported"));
+                return Err(a.err(
+                    "scales",
+                    "Upsample with a scales attribute (opset < 9) is not supported",
+                ));
             }
             let mode = match a.string("mode", "nearest")?.as_str() {
                 "nearest" => ResizeMode::Nearest,
@@ -552,13 +710,21 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
             let (coord, nearest_mode) = if opset10 {
                 (CoordTransform::Asymmetric, NearestMode::Floor)
             } else {
-                let c = match a.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
+                let c = match a
+                    .string("coordinate_transformation_mode", "half_pixel")?
+                    .as_str()
+                {
                     "half_pixel" => CoordTransform::HalfPixel,
                     "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
                     "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
                     "align_corners" => CoordTransform::AlignCorners,
                     "asymmetric" => CoordTransform::Asymmetric,
-                    o => return Err(a.err("coordinate_transformation_mode", format!("unsupported value '{o}'"))),
+                    o => {
+                        return Err(a.err(
+                            "coordinate_transformation_mode",
+                            format!("unsupported value '{o}'"),
+                        ))
+                    }
                 };
                 let n = match a.string("nearest_mode", "round_prefer_floor")?.as_str() {
                     "round_prefer_floor" => NearestMode::RoundPreferFloor,
@@ -585,16 +751,24 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
                 coord,
                 cubic_coeff_a: a.float("cubic_coeff_a", -0.75)?,
                 exclude_outside: a.int("exclude_outside", 0)? != 0,
-                axes: if a.opset() >= 18 { a.opt_ints("axes")? } else { None },
+                axes: if a.opset() >= 18 {
+                    a.opt_ints("axes")?
+                } else {
+                    None
+                },
             })
         }
         "Pad" => {
             let mode = a.string("mode", "constant")?;
-            if !["constant", "reflect", "edge"].contains(&mode.as_str()) && !(mode == "wrap" && a.opset() >= 19) {
+            let known = ["constant", "reflect", "edge"].contains(&mode.as_str());
+            let wrap = mode == "wrap" && a.opset() >= 19;
+            if !known && !wrap {
                 return Err(a.err("mode", format!("unsupported value '{mode}'")));
             }
             let attr = if a.opset() < 11 {
-                let pads = a.opt_ints(if a.opset() < 2 { "paddings" } else { "pads" })?.ok_or_else(|| a.err("pads", "required"))?;
+                let pads = a
+                    .opt_ints(if a.opset() < 2 { "paddings" } else { "pads" })?
+                    .ok_or_else(|| a.err("pads", "required"))?;
                 Some((pads, a.float("value", 0.0)?))
             } else {
                 None
@@ -611,7 +785,10 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
                 "CRD" => kernels::layout::DepthToSpaceMode::Crd,
                 o => return Err(a.err("mode", format!("unsupported value '{o}'"))),
             };
-            Box::new(DepthToSpace { blocksize: bs as usize, mode })
+            Box::new(DepthToSpace {
+                blocksize: bs as usize,
+                mode,
+            })
         }
         _ => return Ok(None),
     };

@@ -77,7 +77,11 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
     let from_input = a.opset() >= input_from;
     Ok(Some(Box::new(Reduce {
         op: rop,
-        attr_axes: if from_input { None } else { a.opt_ints("axes")? },
+        attr_axes: if from_input {
+            None
+        } else {
+            a.opt_ints("axes")?
+        },
         from_input,
         keepdims: a.int("keepdims", 1)? != 0,
         noop_with_empty_axes: from_input && a.int("noop_with_empty_axes", 0)? != 0,

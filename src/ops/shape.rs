@@ -28,12 +28,18 @@ macro_rules! each {
 
 fn to_usize_shape(op: &str, v: &[i64]) -> Result<Vec<usize>, OpError> {
     v.iter()
-        .map(|&d| usize::try_from(d).map_err(|_| eval_err(op, format!("negative dimension in {v:?}"))))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| eval_err(op, format!("negative dimension in {v:?}")))
+        })
         .collect()
 }
 
 /// Resolves a Reshape target shape against the input shape.
-pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, OpError> {
+pub fn reshape_target(
+    input: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>, OpError> {
     let n: usize = input.iter().product();
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
@@ -44,7 +50,10 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
                 out.push(1);
             }
             0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
-                eval_err("Reshape", format!("0 at position {i} but the input has rank {}", input.len()))
+                eval_err(
+                    "Reshape",
+                    format!("0 at position {i} but the input has rank {}", input.len()),
+                )
             })?),
             d if d >= 0 => out.push(d as usize),
             _ => return Err(eval_err("Reshape", format!("invalid shape {spec:?}"))),
@@ -53,12 +62,18 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
     if let Some(i) = infer {
         let rest: usize = out.iter().product();
         if rest == 0 || n % rest != 0 {
-            return Err(eval_err("Reshape", format!("cannot reshape {input:?} to {spec:?}")));
+            return Err(eval_err(
+                "Reshape",
+                format!("cannot reshape {input:?} to {spec:?}"),
+            ));
         }
         out[i] = n / rest;
     }
     if out.iter().product::<usize>() != n {
-        return Err(eval_err("Reshape", format!("cannot reshape {input:?} to {spec:?}")));
+        return Err(eval_err(
+            "Reshape",
+            format!("cannot reshape {input:?} to {spec:?}"),
+        ));
     }
     Ok(out)
 }
@@ -90,7 +105,11 @@ impl Op for Flatten {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input("Flatten", inputs, 0)?;
         let r = x.shape().len();
-        let a = if self.axis == r as i64 { r } else { axis("Flatten", self.axis, r + 1)? };
+        let a = if self.axis == r as i64 {
+            r
+        } else {
+            axis("Flatten", self.axis, r + 1)?
+        };
         let outer: usize = x.shape()[..a].iter().product();
         let inner: usize = x.shape()[a..].iter().product();
         Ok(vec![x.reshaped(&[outer, inner])?])
@@ -104,7 +123,10 @@ struct Transpose {
 
 /// Transposes an array by `perm` into standard layout.
 pub fn transpose<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> ArrayD<T> {
-    a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()
+    a.view()
+        .permuted_axes(IxDyn(perm))
+        .as_standard_layout()
+        .into_owned()
 }
 
 impl Op for Transpose {
@@ -113,13 +135,21 @@ impl Op for Transpose {
         let r = x.shape().len();
         let perm: Vec<usize> = match &self.perm {
             None => (0..r).rev().collect(),
-            Some(p) => p.iter().map(|&v| axis("Transpose", v, r)).collect::<Result<_, _>>()?,
+            Some(p) => p
+                .iter()
+                .map(|&v| axis("Transpose", v, r))
+                .collect::<Result<_, _>>()?,
         };
         let mut seen = vec![false; r];
         if perm.len() != r || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
-            return Err(eval_err("Transpose", format!("perm {perm:?} is not a permutation of rank {r}")));
+            return Err(eval_err(
+                "Transpose",
+                format!("perm {perm:?} is not a permutation of rank {r}"),
+            ));
         }
-        Ok(vec![each!("Transpose", x, a => Ok::<_, OpError>(transpose(a, &perm)))])
+        Ok(vec![
+            each!("Transpose", x, a => Ok::<_, OpError>(transpose(a, &perm))),
+        ])
     }
 }
 
@@ -141,10 +171,16 @@ impl Op for Squeeze {
         let out: Vec<usize> = match axes {
             None => x.shape().iter().copied().filter(|&d| d != 1).collect(),
             Some(ax) => {
-                let ax: Vec<usize> = ax.iter().map(|&a| axis("Squeeze", a, r)).collect::<Result<_, _>>()?;
+                let ax: Vec<usize> = ax
+                    .iter()
+                    .map(|&a| axis("Squeeze", a, r))
+                    .collect::<Result<_, _>>()?;
                 for &a in &ax {
                     if x.shape()[a] != 1 {
-                        return Err(eval_err("Squeeze", format!("axis {a} of {:?} is not 1", x.shape())));
+                        return Err(eval_err(
+                            "Squeeze",
+                            format!("axis {a} of {:?} is not 1", x.shape()),
+                        ));
                     }
                 }
                 x.shape()
@@ -172,7 +208,10 @@ impl Op for Unsqueeze {
             None => input_i64s("Unsqueeze", inputs, 1)?,
         };
         let r = x.shape().len() + axes.len();
-        let mut ax: Vec<usize> = axes.iter().map(|&a| axis("Unsqueeze", a, r)).collect::<Result<_, _>>()?;
+        let mut ax: Vec<usize> = axes
+            .iter()
+            .map(|&a| axis("Unsqueeze", a, r))
+            .collect::<Result<_, _>>()?;
         ax.sort_unstable();
         ax.dedup();
         if ax.len() != axes.len() {
@@ -180,7 +219,13 @@ impl Op for Unsqueeze {
         }
         let mut it = x.shape().iter();
         let out: Vec<usize> = (0..r)
-            .map(|i| if ax.contains(&i) { 1 } else { it.next().copied().unwrap_or(1) })
+            .map(|i| {
+                if ax.contains(&i) {
+                    1
+                } else {
+                    it.next().copied().unwrap_or(1)
+                }
+            })
             .collect();
         Ok(vec![x.reshaped(&out)?])
     }
@@ -193,7 +238,15 @@ struct Concat {
 
 fn concat_arrays<T: Clone>(ax: usize, arrs: &[&ArrayD<T>]) -> Result<ArrayD<T>, OpError> {
     let views: Vec<_> = arrs.iter().map(|a| a.view()).collect();
-    ndarray::concatenate(Axis(ax), &views).map_err(|e| eval_err("Concat", format!("{e}: shapes {:?}", arrs.iter().map(|a| a.shape().to_vec()).collect::<Vec<_>>())))
+    ndarray::concatenate(Axis(ax), &views).map_err(|e| {
+        eval_err(
+            "Concat",
+            format!(
+                "{e}: shapes {:?}",
+                arrs.iter().map(|a| a.shape().to_vec()).collect::<Vec<_>>()
+            ),
+        )
+    })
 }
 
 impl Op for Concat {
@@ -207,7 +260,12 @@ impl Op for Concat {
                 for t in &ts {
                     match t {
                         Tensor::$v(a) => arrs.push(a),
-                        o => return Err(eval_err("Concat", format!("mixed input types {} and {}", first.dtype(), o.dtype()))),
+                        o => {
+                            return Err(eval_err(
+                                "Concat",
+                                format!("mixed input types {} and {}", first.dtype(), o.dtype()),
+                            ))
+                        }
                     }
                 }
                 Tensor::$v(concat_arrays(ax, &arrs)?)
@@ -221,7 +279,12 @@ impl Op for Concat {
             Tensor::I8(_) => cat!(I8),
             Tensor::U8(_) => cat!(U8),
             Tensor::Bool(_) => cat!(Bool),
-            Tensor::Packed { dtype, .. } => return Err(eval_err("Concat", format!("{dtype} tensors are not supported"))),
+            Tensor::Packed { dtype, .. } => {
+                return Err(eval_err(
+                    "Concat",
+                    format!("{dtype} tensors are not supported"),
+                ))
+            }
         }])
     }
 }
@@ -234,8 +297,16 @@ struct Split {
     n_out: usize,
 }
 
-fn select_range<T: Clone>(a: &ArrayD<T>, ax: usize, start: usize, len: usize) -> Result<ArrayD<T>, OpError> {
-    Ok(a.slice_axis(Axis(ax), ndarray::Slice::from(start..start + len)).to_owned())
+fn select_range<T: Clone>(
+    a: &ArrayD<T>,
+    ax: usize,
+    start: usize,
+    len: usize,
+) -> Result<ArrayD<T>, OpError> {
+    Ok(
+        a.slice_axis(Axis(ax), ndarray::Slice::from(start..start + len))
+            .to_owned(),
+    )
 }
 
 impl Op for Split {
@@ -253,11 +324,16 @@ impl Op for Split {
             None => {
                 let n = self.n_out.max(1);
                 let chunk = dim.div_ceil(n);
-                (0..n).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect()
+                (0..n)
+                    .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
+                    .collect()
             }
         };
         if sizes.iter().sum::<usize>() != dim {
-            return Err(eval_err("Split", format!("split {sizes:?} does not add up to {dim}")));
+            return Err(eval_err(
+                "Split",
+                format!("split {sizes:?} does not add up to {dim}"),
+            ));
         }
         let mut out = Vec::with_capacity(sizes.len());
         let mut start = 0;
@@ -269,9 +345,12 @@ impl Op for Split {
     }
 }
 
+/// Slice parameters given as attributes (opset < 10): starts, ends, axes.
+type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+
 #[derive(Debug)]
 struct Slice {
-    attrs: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    attrs: Option<SliceAttrs>,
 }
 
 /// Indices selected by one ONNX slice (start, end, step) on a dimension of size `dim`.
@@ -306,12 +385,18 @@ impl Op for Slice {
         };
         let r = x.shape().len();
         let axes: Vec<usize> = match axes {
-            Some(a) => a.iter().map(|&v| axis("Slice", v, r)).collect::<Result<_, _>>()?,
+            Some(a) => a
+                .iter()
+                .map(|&v| axis("Slice", v, r))
+                .collect::<Result<_, _>>()?,
             None => (0..starts.len()).collect(),
         };
         let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
         if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-            return Err(eval_err("Slice", "starts, ends, axes and steps differ in length"));
+            return Err(eval_err(
+                "Slice",
+                "starts, ends, axes and steps differ in length",
+            ));
         }
         let mut cur = x.clone();
         for i in 0..starts.len() {
@@ -347,7 +432,10 @@ impl Op for Gather {
             .map(|&i| {
                 let j = if i < 0 { i + dim } else { i };
                 if j < 0 || j >= dim {
-                    Err(eval_err("Gather", format!("index {i} out of range for axis of size {dim}")))
+                    Err(eval_err(
+                        "Gather",
+                        format!("index {i} out of range for axis of size {dim}"),
+                    ))
                 } else {
                     Ok(j as usize)
                 }
@@ -401,7 +489,10 @@ struct Size;
 impl Op for Size {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input("Size", inputs, 0)?;
-        Ok(vec![Tensor::I64(ArrayD::from_elem(IxDyn(&[]), x.len() as i64))])
+        Ok(vec![Tensor::I64(ArrayD::from_elem(
+            IxDyn(&[]),
+            x.len() as i64,
+        ))])
     }
 }
 
@@ -412,18 +503,41 @@ struct ConstantOfShape {
 
 impl Op for ConstantOfShape {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let s = to_usize_shape("ConstantOfShape", &input_i64s("ConstantOfShape", inputs, 0)?)?;
+        let s = to_usize_shape(
+            "ConstantOfShape",
+            &input_i64s("ConstantOfShape", inputs, 0)?,
+        )?;
         let d = IxDyn(&s);
         Ok(vec![match &self.value {
-            Tensor::F32(a) => Tensor::F32(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0.0))),
-            Tensor::F64(a) => Tensor::F64(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0.0))),
-            Tensor::I64(a) => Tensor::I64(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0))),
-            Tensor::I32(a) => Tensor::I32(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0))),
-            Tensor::I8(a) => Tensor::I8(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0))),
-            Tensor::U8(a) => Tensor::U8(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0))),
-            Tensor::Bool(a) => Tensor::Bool(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(false))),
+            Tensor::F32(a) => Tensor::F32(ArrayD::from_elem(
+                d,
+                a.iter().next().copied().unwrap_or(0.0),
+            )),
+            Tensor::F64(a) => Tensor::F64(ArrayD::from_elem(
+                d,
+                a.iter().next().copied().unwrap_or(0.0),
+            )),
+            Tensor::I64(a) => {
+                Tensor::I64(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0)))
+            }
+            Tensor::I32(a) => {
+                Tensor::I32(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0)))
+            }
+            Tensor::I8(a) => {
+                Tensor::I8(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0)))
+            }
+            Tensor::U8(a) => {
+                Tensor::U8(ArrayD::from_elem(d, a.iter().next().copied().unwrap_or(0)))
+            }
+            Tensor::Bool(a) => Tensor::Bool(ArrayD::from_elem(
+                d,
+                a.iter().next().copied().unwrap_or(false),
+            )),
             Tensor::Packed { dtype, .. } => {
-                return Err(eval_err("ConstantOfShape", format!("{dtype} values are not supported")))
+                return Err(eval_err(
+                    "ConstantOfShape",
+                    format!("{dtype} values are not supported"),
+                ))
             }
         }])
     }
@@ -457,7 +571,11 @@ impl Op for Range {
                 let n = ((li - st) as f64 / de as f64).ceil().max(0.0) as usize;
                 let v: Vec<i64> = (0..n as i64).map(|i| st + i * de).collect();
                 let t = Tensor::vec_i64(v);
-                Ok(vec![if matches!(s, Tensor::I32(_)) { super::elementwise::cast(&t, crate::tensor::DType::I32)? } else { t }])
+                Ok(vec![if matches!(s, Tensor::I32(_)) {
+                    super::elementwise::cast(&t, crate::tensor::DType::I32)?
+                } else {
+                    t
+                }])
             }
             _ => {
                 let g = |i| -> Result<f32, OpError> {
@@ -482,22 +600,36 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
     let b: Box<dyn Op> = match op {
         "Reshape" => {
             if opset < 5 {
-                return Err(a.err("shape", "Reshape with a shape attribute (opset < 5) is not supported"));
+                return Err(a.err(
+                    "shape",
+                    "Reshape with a shape attribute (opset < 5) is not supported",
+                ));
             }
             Box::new(Reshape {
                 attr_shape: None,
                 allowzero: opset >= 14 && a.int("allowzero", 0)? != 0,
             })
         }
-        "Flatten" => Box::new(Flatten { axis: a.int("axis", 1)? }),
-        "Transpose" => Box::new(Transpose { perm: a.opt_ints("perm")? }),
+        "Flatten" => Box::new(Flatten {
+            axis: a.int("axis", 1)?,
+        }),
+        "Transpose" => Box::new(Transpose {
+            perm: a.opt_ints("perm")?,
+        }),
         "Squeeze" => Box::new(Squeeze {
-            attr_axes: if opset < 13 { a.opt_ints("axes")? } else { None },
+            attr_axes: if opset < 13 {
+                a.opt_ints("axes")?
+            } else {
+                None
+            },
             from_input: opset >= 13,
         }),
         "Unsqueeze" => Box::new(Unsqueeze {
             attr_axes: if opset < 13 {
-                Some(a.opt_ints("axes")?.ok_or_else(|| a.err("axes", "required before opset 13"))?)
+                Some(
+                    a.opt_ints("axes")?
+                        .ok_or_else(|| a.err("axes", "required before opset 13"))?,
+                )
             } else {
                 None
             },
@@ -515,7 +647,11 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
             }
             Box::new(Split {
                 axis: a.int("axis", 0)?,
-                attr_split: if opset < 13 { a.opt_ints("split")? } else { None },
+                attr_split: if opset < 13 {
+                    a.opt_ints("split")?
+                } else {
+                    None
+                },
                 from_input: opset >= 13,
                 n_out: a.n_outputs(),
             })
@@ -523,15 +659,19 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
         "Slice" => Box::new(Slice {
             attrs: if opset < 10 {
                 Some((
-                    a.opt_ints("starts")?.ok_or_else(|| a.err("starts", "required"))?,
-                    a.opt_ints("ends")?.ok_or_else(|| a.err("ends", "required"))?,
+                    a.opt_ints("starts")?
+                        .ok_or_else(|| a.err("starts", "required"))?,
+                    a.opt_ints("ends")?
+                        .ok_or_else(|| a.err("ends", "required"))?,
                     a.opt_ints("axes")?,
                 ))
             } else {
                 None
             },
         }),
-        "Gather" => Box::new(Gather { axis: a.int("axis", 0)? }),
+        "Gather" => Box::new(Gather {
+            axis: a.int("axis", 0)?,
+        }),
         "Expand" => Box::new(Expand),
         "Shape" => Box::new(ShapeOp {
             start: if opset >= 15 { a.int("start", 0)? } else { 0 },

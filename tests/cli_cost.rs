@@ -148,3 +148,29 @@ fn rtl_writes_verilog_and_fit_roundtrips() {
     assert!(ok, "{err}");
     assert!(out2.contains("\"lut\""));
 }
+
+#[test]
+fn cost_layers_reports_estimate_qonnx_and_finn() {
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("../cost-model/tests/data/qonnx_golden.json"))
+            .expect("golden");
+    let d = tempfile::tempdir().expect("tempdir");
+    let layers = d.path().join("layers.json");
+    std::fs::write(&layers, golden["layers"].to_string()).expect("write");
+    let lp = layers.to_str().expect("path");
+    let (ok, out, err) = mfq(&[
+        "cost", "--layers", lp, "--arch", "dataflow", "--fps", "5000", "--clock", "200", "--finn",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["qonnx"]["total_macs"], golden["qonnx"]["total_macs"]);
+    assert_eq!(v["estimate"]["layers"].as_array().expect("layers").len(), 4);
+    assert_eq!(v["finn"].as_array().expect("finn").len(), 4);
+    assert!(v["estimate"]["meets_target"].as_bool().expect("bool"));
+    let (ok, out, err) = mfq(&["cost", "--layers", lp, "--csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 5, "{out}");
+    let (ok, _, err) = mfq(&["cost", "--layers", lp, "--arch", "systolic"]);
+    assert!(!ok && err.contains("--arch"), "{err}");
+}

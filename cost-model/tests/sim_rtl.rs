@@ -164,3 +164,25 @@ fn reference_decode_matches_quant_formats() {
     let e8m0: Format = "e8m0:nozero".parse().expect("e8m0");
     assert!(Operand::from_format(&e8m0).is_err());
 }
+
+/// Every design of the synthesis grid, with short accumulators (about 10 s).
+#[test]
+fn whole_grid_is_exact() {
+    assert!(tools_available(), "{MISSING_TOOLS}");
+    for (i, mut spec) in grid::full_grid().into_iter().enumerate() {
+        spec.n = [5, 12, 40][i % 3];
+        check(spec, 5000 + i as u64);
+    }
+}
+
+/// Accumulators at the paper's n = 4,608 driven to the ends of their range.
+#[test]
+fn paper_length_extremes_are_exact() {
+    assert!(tools_available(), "{MISSING_TOOLS}");
+    for (a, w) in [
+        (Operand::int(8, true), Operand::int(8, true)),
+        (Operand::float(5, 2, true), Operand::float(5, 2, true)),
+    ] {
+        check(MacSpec::new(a, w, 4608), 99);
+    }
+}

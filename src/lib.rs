@@ -2,6 +2,7 @@
 //! formats. See ARCHITECTURE.md for the map of modules.
 
 pub mod calib;
+pub mod passes;
 pub mod cli;
 pub mod data;
 pub mod ir;

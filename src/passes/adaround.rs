@@ -12,7 +12,9 @@
 //! GPTQ accumulates, see [`super::gptq::HessianAccumulator`]; any positive multiple works with a
 //! matching λ) instead of the rows themselves: each step costs `O(out · in²)`.
 
-use super::layer::{constant_f32, layer_of, set_constant_f32, weight_from_matrices, weight_matrices};
+use super::layer::{
+    constant_f32, layer_of, set_constant_f32, weight_from_matrices, weight_matrices,
+};
 use super::{AdaRoundOptions, PassError};
 use crate::ir::{Graph, NodeId};
 use ndarray::{Array2, ArrayView2};
@@ -37,12 +39,22 @@ pub fn grid_neighbours(
         return Err(PassError::Shape {
             pass: PASS.into(),
             what: "scales".into(),
-            detail: format!("{} positive scales needed (or 1), got {:?}", o, scales.len()),
+            detail: format!(
+                "{} positive scales needed (or 1), got {:?}",
+                o,
+                scales.len()
+            ),
         });
     }
     let fl = format.quantizer(Rounding::Floor);
     let ce = format.quantizer(Rounding::Ceil);
-    let sc = |r: usize| if scales.len() == 1 { scales[0] } else { scales[r] };
+    let sc = |r: usize| {
+        if scales.len() == 1 {
+            scales[0]
+        } else {
+            scales[r]
+        }
+    };
     let lo = Array2::from_shape_fn(w.dim(), |(r, c)| {
         sc(r) * fl.quantize_one(w[[r, c]] / sc(r), 0)
     });
@@ -293,6 +305,10 @@ mod tests {
                 scales[r] * f.quantize_value(w[[r, c]] / scales[r])
             });
             let (e_rtn, e_ada) = (mse(&nearest), mse(&r.weight));
+            eprintln!(
+                "adaround {format} seed {seed}: nearest {e_rtn:.4} learned {e_ada:.4} flipped {}",
+                r.flipped
+            );
             assert!(
                 e_ada < 0.8 * e_rtn,
                 "{format} seed {seed}: adaround {e_ada} vs nearest {e_rtn} (flipped {})",

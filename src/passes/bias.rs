@@ -117,7 +117,8 @@ pub fn correct_bias(
             }
             match layer.bias {
                 Some(b) => {
-                    let mut bv = constant_f32(g, b).ok_or_else(|| err("bias not constant".into()))?;
+                    let mut bv =
+                        constant_f32(g, b).ok_or_else(|| err("bias not constant".into()))?;
                     if bv.len() != n || g.consumers(b).len() != 1 {
                         return Err(err(format!(
                             "bias has {} elements (needs {n}, one per output channel) or is shared",
@@ -158,8 +159,7 @@ pub fn correct_bias(
             mm.outputs[0] = Some(pre);
             g.add_node(mm).map_err(|e| err(e.to_string()))?;
             let mut add = Node::new("Add", vec![Some(pre), Some(b)], vec![Some(out)]);
-            add.name = format!("{label}_bias_correction")
-                .replace(['\'', ' '], "_");
+            add.name = format!("{label}_bias_correction").replace(['\'', ' '], "_");
             g.add_node(add).map_err(|e| err(e.to_string()))?;
         }
     }
@@ -177,10 +177,7 @@ mod tests {
 
     fn quantize_weight(g: &mut Graph, v: crate::ir::ValueId, out_axis: usize) {
         let w = constant_f32(g, v).expect("w");
-        let w2 = w
-            .clone()
-            .into_dimensionality::<ndarray::Ix2>()
-            .expect("2d");
+        let w2 = w.clone().into_dimensionality::<ndarray::Ix2>().expect("2d");
         let w2 = if out_axis == 0 { w2 } else { w2.t().to_owned() };
         let q = rtn_quantizer(&w2, "int3".parse::<Format>().expect("fmt"));
         let wq = w2.indexed_map(|(r, _), v| q(r, *v));
@@ -227,14 +224,24 @@ mod tests {
             c.mean()
         };
         let (mf, mq) = (mean(&yf), mean(&yq));
-        let before = mf.iter().zip(&mq).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(before > 1e-3, "quantization should shift the mean ({before})");
+        let before = mf
+            .iter()
+            .zip(&mq)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            before > 1e-3,
+            "quantization should shift the mean ({before})"
+        );
         correct_bias(&mut m.graph, node, &mf, &mq).expect("correct");
         crate::ir::verify::verify(&m.graph).expect("verify");
         let yc = eval(&m, &xin);
         let mc = mean(&yc);
         for (a, b) in mf.iter().zip(&mc) {
-            assert!((a - b).abs() < 1e-5, "{op}: mean error {a} vs {b} (was {before})");
+            assert!(
+                (a - b).abs() < 1e-5,
+                "{op}: mean error {a} vs {b} (was {before})"
+            );
         }
     }
 

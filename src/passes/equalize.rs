@@ -12,9 +12,7 @@
 //! skipped and reported (scaling the bound per channel is not implemented). Bias absorption is
 //! not implemented.
 
-use super::layer::{
-    attr_int, constant_f32, layer_of, set_constant_f32, Layer, LayerKind,
-};
+use super::layer::{attr_int, constant_f32, layer_of, set_constant_f32, Layer, LayerKind};
 use super::{EqualizeOptions, PassError};
 use crate::ir::{Graph, Model, NodeId};
 use ndarray::{ArrayD, Axis, Slice};
@@ -116,7 +114,10 @@ fn follow(g: &Graph, first: &Layer) -> Result<Layer, String> {
             }
         };
         if !ok {
-            return Err(format!("{} uses the tensor in an unsupported slot", node.label()));
+            return Err(format!(
+                "{} uses the tensor in an unsupported slot",
+                node.label()
+            ));
         }
         v = match node.outputs.first().copied().flatten() {
             Some(o) => o,
@@ -237,13 +238,18 @@ pub fn equalize_channels(
         let wc = g.consumers(l.weight).len();
         let bc = l.bias.map(|b| g.consumers(b).len()).unwrap_or(1);
         if wc != 1 || bc != 1 || g.is_input(l.weight) {
-            Some(format!("{}'s weight or bias is shared or a graph input", g.node(l.node).label()))
+            Some(format!(
+                "{}'s weight or bias is shared or a graph input",
+                g.node(l.node).label()
+            ))
         } else {
             None
         }
     };
     for n in order {
-        let Some(first) = layer_of(g, n) else { continue };
+        let Some(first) = layer_of(g, n) else {
+            continue;
+        };
         let label = g.node(n).label();
         let skip = |next: String, reason: String| SkippedPair {
             first: label.clone(),
@@ -262,15 +268,20 @@ pub fn equalize_channels(
             report.skipped.push(skip(slabel, r));
             continue;
         }
-        let (Some(w1), Some(w2)) = (constant_f32(g, first.weight), constant_f32(g, second.weight))
-        else {
+        let (Some(w1), Some(w2)) = (
+            constant_f32(g, first.weight),
+            constant_f32(g, second.weight),
+        ) else {
             continue;
         };
         let c1 = first.out_channels(&w1);
         if in_channels(&second, &w2) != c1 {
             report.skipped.push(skip(
                 slabel,
-                format!("{c1} output channels vs {} input channels", in_channels(&second, &w2)),
+                format!(
+                    "{c1} output channels vs {} input channels",
+                    in_channels(&second, &w2)
+                ),
             ));
             continue;
         }
@@ -550,7 +561,10 @@ pub(crate) mod tests {
             assert!((a - e).abs() <= 1e-5 * scale, "{a} vs {e}");
         }
         let ratio_after = ratio(&constant_f32(&m.graph, w1).expect("w1"));
-        assert!(ratio_after < ratio_before / 2.0, "{ratio_before} -> {ratio_after}");
+        assert!(
+            ratio_after < ratio_before / 2.0,
+            "{ratio_before} -> {ratio_after}"
+        );
         assert!(rep.iterations >= 1);
     }
 }

@@ -181,7 +181,9 @@ pub fn weight_matrices(layer: &Layer, w: &ArrayD<f32>) -> Result<Vec<Array2<f32>
         LayerKind::Conv { groups } => {
             let m = w.shape()[0];
             if groups == 0 || m % groups != 0 {
-                return Err(bad(format!("{m} output channels not divisible by {groups} groups")));
+                return Err(bad(format!(
+                    "{m} output channels not divisible by {groups} groups"
+                )));
             }
             let cols: usize = w.shape()[1..].iter().product();
             let flat = w
@@ -191,7 +193,10 @@ pub fn weight_matrices(layer: &Layer, w: &ArrayD<f32>) -> Result<Vec<Array2<f32>
                 .map_err(|e| bad(e.to_string()))?;
             let per = m / groups;
             Ok((0..groups)
-                .map(|g| flat.slice(ndarray::s![g * per..(g + 1) * per, ..]).to_owned())
+                .map(|g| {
+                    flat.slice(ndarray::s![g * per..(g + 1) * per, ..])
+                        .to_owned()
+                })
                 .collect())
         }
         _ => {
@@ -259,7 +264,9 @@ pub fn conv_params(
             Some(v) if v.len() == len && v.iter().all(|&x| x >= 0) => {
                 Ok(v.iter().map(|&x| x as usize).collect())
             }
-            Some(v) => Err(err(format!("attribute {name} {v:?} is invalid for {r} spatial dims"))),
+            Some(v) => Err(err(format!(
+                "attribute {name} {v:?} is invalid for {r} spatial dims"
+            ))),
             None => Ok(vec![def; len]),
         }
     };
@@ -275,7 +282,10 @@ pub fn conv_params(
         _ => "NOTSET".into(),
     };
     if in_spatial.len() != r {
-        return Err(err(format!("input has {} spatial dims, kernel {r}", in_spatial.len())));
+        return Err(err(format!(
+            "input has {} spatial dims, kernel {r}",
+            in_spatial.len()
+        )));
     }
     match auto.as_str() {
         "NOTSET" => {}
@@ -322,7 +332,10 @@ pub fn conv_im2col_rows(
     }
     let (nb, c) = (x.shape()[0], x.shape()[1]);
     if p.groups == 0 || c % p.groups != 0 {
-        return Err(bad(format!("{c} channels not divisible by {} groups", p.groups)));
+        return Err(bad(format!(
+            "{c} channels not divisible by {} groups",
+            p.groups
+        )));
     }
     let cg = c / p.groups;
     let sp = &x.shape()[2..];
@@ -336,13 +349,20 @@ pub fn conv_im2col_rows(
             p.pads_begin[i],
             p.pads_end[i],
         )
-        .ok_or_else(|| bad(format!("kernel {kernel:?} does not fit input {:?}", x.shape())))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "kernel {kernel:?} does not fit input {:?}",
+                x.shape()
+            ))
+        })?;
         out.push(o);
     }
     let nout: usize = out.iter().product();
     let nk: usize = kernel.iter().product();
     let xs = x.as_standard_layout();
-    let xd = xs.as_slice().ok_or_else(|| bad("input not contiguous".into()))?;
+    let xd = xs
+        .as_slice()
+        .ok_or_else(|| bad("input not contiguous".into()))?;
     let in_sz: usize = sp.iter().product();
     // strides of the spatial dims in the input
     let mut sstride = vec![1usize; r];

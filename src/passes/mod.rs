@@ -370,7 +370,9 @@ mod tests {
             Pass::FpSearch.check_implemented().unwrap_err(),
             PassError::NotImplemented("fp-search".into())
         );
-        assert!(Pass::Gptq(GptqOptions::default()).check_implemented().is_ok());
+        assert!(Pass::Gptq(GptqOptions::default())
+            .check_implemented()
+            .is_ok());
     }
 
     #[test]
@@ -390,7 +392,10 @@ mod tests {
                 ..GptqOptions::default()
             })
         );
-        assert_eq!(r.passes[1], Pass::EqualizeChannels(EqualizeOptions::default()));
+        assert_eq!(
+            r.passes[1],
+            Pass::EqualizeChannels(EqualizeOptions::default())
+        );
         assert_eq!(r.passes[2], Pass::FpSearch);
         let s = toml::to_string(&r).expect("serialize");
         let back: R = toml::from_str(&s).expect("reparse");

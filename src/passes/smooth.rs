@@ -140,7 +140,8 @@ pub fn smooth_quant(
             continue;
         }
         let s = smooth_scales(amax, &wmax, opts.alpha);
-        let all_consumers_smoothed = g.consumers(x).len() == layers.len() && !g.outputs.contains(&x);
+        let all_consumers_smoothed =
+            g.consumers(x).len() == layers.len() && !g.outputs.contains(&x);
         // 1. fold into the producer if possible
         let mut folded = None;
         if all_consumers_smoothed {
@@ -205,16 +206,19 @@ pub fn smooth_quant(
                         .and_then(|l| g.value(l.weight).static_shape())
                         .map(|s| s.len() - 2)
                         .unwrap_or(2);
-                    std::iter::once(c).chain(std::iter::repeat_n(1, kr)).collect()
+                    std::iter::once(c)
+                        .chain(std::iter::repeat_n(1, kr))
+                        .collect()
                 } else {
                     vec![c]
                 };
                 let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
-                let a = ArrayD::from_shape_vec(IxDyn(&shape), inv).map_err(|e| PassError::Shape {
-                    pass: PASS.into(),
-                    what: "smoothing factors".into(),
-                    detail: e.to_string(),
-                })?;
+                let a =
+                    ArrayD::from_shape_vec(IxDyn(&shape), inv).map_err(|e| PassError::Shape {
+                        pass: PASS.into(),
+                        what: "smoothing factors".into(),
+                        detail: e.to_string(),
+                    })?;
                 let cname = g.fresh_name(&format!("{xname}_smooth_inv_s"));
                 let cid = g.add_constant(&cname, Tensor::F32(a));
                 let mut nv = Value::named(&g.fresh_name(&format!("{xname}_smoothed")));
@@ -288,7 +292,12 @@ mod tests {
         let q = b.node("MatMul", vec![ln, wq], vec![], Some(&[16, 6]));
         let k = b.node("MatMul", vec![ln, wk], vec![], Some(&[16, 6]));
         let wf = b.constant(rand_array(&[4, 6], 5));
-        let f = b.node("Gemm", vec![q, wf], vec![("transB", AttrValue::Int(1))], None);
+        let f = b.node(
+            "Gemm",
+            vec![q, wf],
+            vec![("transB", AttrValue::Int(1))],
+            None,
+        );
         let wx = b.constant(rand_array(&[8, 4], 6));
         let xx = b.node("MatMul", vec![x, wx], vec![], None);
         let s1 = b.node("Add", vec![f, xx], vec![], None);
@@ -318,9 +327,16 @@ mod tests {
         stats.insert(m.graph.value(q).name.clone(), absmax_last(&qv));
         let rep = smooth_quant(&mut m, &stats, &SmoothOptions::default()).expect("smooth");
         crate::ir::verify::verify(&m.graph).expect("verify");
-        let kinds: Vec<&str> = rep.smoothed.iter().map(|s| s.folded_into.as_str()).collect();
+        let kinds: Vec<&str> = rep
+            .smoothed
+            .iter()
+            .map(|s| s.folded_into.as_str())
+            .collect();
         assert_eq!(rep.smoothed.len(), 3, "{rep:?}");
-        assert!(kinds.iter().any(|k| k.starts_with("LayerNormalization")), "{kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k.starts_with("LayerNormalization")),
+            "{kinds:?}"
+        );
         assert!(kinds.iter().any(|k| k.starts_with("MatMul")), "{kinds:?}");
         assert!(kinds.contains(&"Mul (inserted)"), "{kinds:?}");
         let after = eval(&m, &xin);
@@ -329,7 +345,11 @@ mod tests {
             assert!((a - e).abs() <= 1e-5 * scale, "{a} vs {e}");
         }
         // the outlier channel's range shrank in the inserted Mul's output
-        let sm = rep.smoothed.iter().find(|s| s.tensor == "x").expect("x smoothed");
+        let sm = rep
+            .smoothed
+            .iter()
+            .find(|s| s.tensor == "x")
+            .expect("x smoothed");
         assert!(sm.s_max > 2.0 * sm.s_min);
     }
 
@@ -338,7 +358,10 @@ mod tests {
     }
     impl Dot2 for ArrayD<f32> {
         fn dot_2d(&self, o: &ArrayD<f32>) -> ArrayD<f32> {
-            let a = self.view().into_dimensionality::<ndarray::Ix2>().expect("2d");
+            let a = self
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("2d");
             let b = o.view().into_dimensionality::<ndarray::Ix2>().expect("2d");
             a.dot(&b).into_dyn()
         }

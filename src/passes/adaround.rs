@@ -35,7 +35,7 @@ pub fn grid_neighbours(
     scales: &[f32],
 ) -> Result<(Array2<f32>, Array2<f32>), PassError> {
     let (o, _) = w.dim();
-    if !(scales.len() == o || scales.len() == 1) || scales.iter().any(|s| !(*s > 0.0)) {
+    if !(scales.len() == o || scales.len() == 1) || scales.iter().any(|s| s.is_nan() || *s <= 0.0) {
         return Err(PassError::Shape {
             pass: PASS.into(),
             what: "scales".into(),

@@ -236,7 +236,7 @@ where
             ),
         });
     }
-    if opts.block == 0 || !(opts.damp > 0.0) {
+    if opts.block == 0 || opts.damp.is_nan() || opts.damp <= 0.0 {
         return Err(PassError::InvalidOption {
             pass: PASS.into(),
             option: "block/damp".into(),

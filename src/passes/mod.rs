@@ -285,10 +285,8 @@ impl Pass {
                     ));
                 }
             }
-            Pass::SmoothQuant(o) => {
-                if !(0.0..=1.0).contains(&o.alpha) {
-                    return bad("alpha", "must be in [0, 1]");
-                }
+            Pass::SmoothQuant(o) if !(0.0..=1.0).contains(&o.alpha) => {
+                return bad("alpha", "must be in [0, 1]");
             }
             Pass::Gptq(o) => {
                 if !(o.damp.is_finite() && o.damp > 0.0) {
@@ -362,12 +360,14 @@ mod tests {
             let p: Pass = n.parse().expect("known name");
             assert_eq!(p.name(), n);
         }
-        let e = "gptqq".parse::<Pass>().unwrap_err();
+        let e = "gptqq".parse::<Pass>().expect_err("unknown");
         assert!(e.to_string().contains("gptqq"));
         let l = parse_pass_list("equalize-channels, gptq").expect("list");
         assert_eq!(l.len(), 2);
         assert_eq!(
-            Pass::FpSearch.check_implemented().unwrap_err(),
+            Pass::FpSearch
+                .check_implemented()
+                .expect_err("not implemented"),
             PassError::NotImplemented("fp-search".into())
         );
         assert!(Pass::Gptq(GptqOptions::default())

@@ -320,6 +320,39 @@ mod tests {
         }
     }
 
+    /// Timing at ViT-B size (768 × 768, 100 iterations): `cargo test --lib
+    /// adaround_timing_vit_size -- --ignored --nocapture`. Ignored by default (seconds).
+    #[test]
+    #[ignore]
+    fn adaround_timing_vit_size() {
+        let f: Format = "int4".parse().expect("format");
+        let (n, k, o) = (2048, 768, 768);
+        let x = inputs(n, k, 1);
+        let w = Array2::from_shape_vec((o, k), randn(o * k, 2)).expect("shape") * 0.05;
+        let maxv = f.max_value() as f32;
+        let scales: Vec<f32> = w
+            .rows()
+            .into_iter()
+            .map(|r| r.iter().fold(0f32, |a, v| a.max(v.abs())) / maxv)
+            .collect();
+        let (lo, hi) = grid_neighbours(w.view(), &f, &scales).expect("grid");
+        let h = x.t().dot(&x).mapv(|v| f64::from(v) / n as f64);
+        let opts = AdaRoundOptions {
+            iterations: 100,
+            progress: false,
+            ..AdaRoundOptions::default()
+        };
+        let t0 = std::time::Instant::now();
+        let r = adaround(w.view(), &h, &lo, &hi, &opts).expect("adaround");
+        eprintln!(
+            "768x768, 100 iterations: {:.2?}; nearest {:.3} learned {:.3}",
+            t0.elapsed(),
+            r.loss_nearest,
+            r.loss_learned
+        );
+        assert!(r.loss_learned < r.loss_nearest);
+    }
+
     #[test]
     fn adaround_beats_nearest_int4() {
         check("int4");

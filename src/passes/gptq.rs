@@ -636,6 +636,41 @@ pub(crate) mod tests {
         }
     }
 
+    /// Timing at ViT-B size (768 × 768, 2048 rows): `cargo test --lib gptq_timing_vit_size --
+    /// --ignored --nocapture`. Ignored by default because it takes seconds on 2 cores.
+    #[test]
+    #[ignore]
+    fn gptq_timing_vit_size() {
+        let f: Format = "int4".parse().expect("format");
+        let (n, k, o) = (2048, 768, 768);
+        let x = inputs(n, k, 1);
+        let w = Array2::from_shape_vec((o, k), randn(o * k, 2)).expect("shape") * 0.05;
+        let q = rtn_quantizer(&w, f);
+        let t0 = std::time::Instant::now();
+        let mut acc = HessianAccumulator::new(k);
+        for c in x.axis_chunks_iter(ndarray::Axis(0), 256) {
+            acc.update(c).expect("update");
+        }
+        let h = acc.finish().expect("h");
+        let t1 = std::time::Instant::now();
+        let r = gptq_quantize(
+            w.view(),
+            &h,
+            |_, col| col.iter().enumerate().map(|(o, v)| q(o, *v)).collect(),
+            &GptqOptions::default(),
+        )
+        .expect("gptq");
+        let t2 = std::time::Instant::now();
+        let rtn = Array2::from_shape_fn((o, k), |(r, c)| q(r, w[[r, c]]));
+        let (e_rtn, e_gptq) = (recon_err(&x, &w, &rtn), recon_err(&x, &w, &r.weight));
+        eprintln!(
+            "768x768, 2048 rows: hessian {:.2?}, gptq {:.2?}; rtn {e_rtn:.3} gptq {e_gptq:.3}",
+            t1 - t0,
+            t2 - t1
+        );
+        assert!(e_gptq < e_rtn);
+    }
+
     #[test]
     fn inverse_cholesky_is_exact() {
         let x = inputs(64, 10, 3);

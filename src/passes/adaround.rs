@@ -354,6 +354,68 @@ mod tests {
     }
 
     #[test]
+    fn adaround_layer_on_matmul_and_gemm() {
+        use crate::ir::AttrValue;
+        use crate::passes::equalize::tests::{eval, B};
+        use crate::passes::gptq::{hessian_dims, layer_input_rows, HessianAccumulator};
+        let f: Format = "e2m1".parse().expect("format");
+        for op in ["MatMul", "Gemm"] {
+            let mut b = B::new();
+            let x = b.input("x", &[128, 24]);
+            let w0 = Array2::from_shape_vec((10, 24), randn(240, 4)).expect("shape");
+            let (wv, attrs) = if op == "Gemm" {
+                (w0.clone(), vec![("transB", AttrValue::Int(1))])
+            } else {
+                (w0.t().to_owned(), vec![])
+            };
+            let w = b.constant(wv.as_standard_layout().into_owned().into_dyn());
+            let y = b.node(op, vec![x, w], attrs, None);
+            b.m.graph.outputs.push(y);
+            let mut m = b.m;
+            let node = m.graph.node_ids()[0];
+            let xin = inputs(128, 24, 9).into_dyn();
+            let yf = eval(&m, &xin);
+            let (dim, groups) = hessian_dims(&m.graph, node).expect("dims");
+            let mut acc = HessianAccumulator::new(dim);
+            for r in layer_input_rows(&m.graph, node, &xin.view()).expect("rows") {
+                acc.update(r.view()).expect("update");
+            }
+            assert_eq!(groups, 1);
+            let hm = acc.finish().expect("h").mapv(|v| v / 2.0);
+            let maxv = f.max_value() as f32;
+            let scales: Vec<f32> = w0
+                .rows()
+                .into_iter()
+                .map(|r| r.iter().fold(0f32, |a, v| a.max(v.abs())) / maxv)
+                .collect();
+            let mut mr = m.clone();
+            let near = Array2::from_shape_fn((10, 24), |(r, c)| {
+                scales[r] * f.quantize_value(w0[[r, c]] / scales[r])
+            });
+            let nv = if op == "Gemm" {
+                near
+            } else {
+                near.t().to_owned()
+            };
+            crate::passes::layer::set_constant_f32(
+                &mut mr.graph,
+                w,
+                nv.as_standard_layout().into_owned().into_dyn(),
+            );
+            let e_near = (&eval(&mr, &xin) - &yf).mapv(|v| v * v).sum();
+            let opts = AdaRoundOptions {
+                iterations: 300,
+                progress: false,
+                ..AdaRoundOptions::default()
+            };
+            adaround_layer(&mut m.graph, node, &[hm], &f, &scales, &opts).expect("adaround");
+            let e_ada = (&eval(&m, &xin) - &yf).mapv(|v| v * v).sum();
+            eprintln!("adaround layer {op}: nearest {e_near:.4} learned {e_ada:.4}");
+            assert!(e_ada < e_near, "{op}: {e_ada} vs {e_near}");
+        }
+    }
+
+    #[test]
     fn adaround_beats_nearest_int4() {
         check("int4");
     }

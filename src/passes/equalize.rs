@@ -58,6 +58,7 @@ pub struct EqualizeReport {
 fn follow(g: &Graph, first: &Layer) -> Result<Layer, String> {
     let mut v = first.output;
     let mut hops = 0;
+    let mut flattened = false;
     loop {
         if g.outputs.contains(&v) {
             return Err(format!("tensor '{}' is a graph output", g.value(v).name));
@@ -74,6 +75,22 @@ fn follow(g: &Graph, first: &Layer) -> Result<Layer, String> {
         let node = g.node(c);
         if slot == 0 {
             if let Some(l) = layer_of(g, c) {
+                // A Conv output has its channels on axis 1; Gemm/MatMul contract the last axis,
+                // which only holds the channels after a Flatten of a 1×1 map.
+                let conv1 = matches!(first.kind, LayerKind::Conv { .. });
+                let conv2 = matches!(l.kind, LayerKind::Conv { .. });
+                if conv1 && !conv2 && !flattened {
+                    return Err(format!(
+                        "{} contracts the last axis of a Conv output, not its channels",
+                        node.label()
+                    ));
+                }
+                if !conv1 && conv2 {
+                    return Err(format!(
+                        "{} consumes a Gemm/MatMul output as a Conv input",
+                        node.label()
+                    ));
+                }
                 return Ok(l);
             }
         }
@@ -90,6 +107,7 @@ fn follow(g: &Graph, first: &Layer) -> Result<Layer, String> {
                 let shape = g.value(v).static_shape();
                 match shape {
                     Some(s) if axis == 1 && s.len() >= 2 && s[2..].iter().all(|&d| d == 1) => {
+                        flattened = true;
                         true
                     }
                     _ => {

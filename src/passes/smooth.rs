@@ -12,7 +12,7 @@
 use super::equalize::in_channel_views;
 use super::layer::{attr_int, constant_f32, layer_of, set_constant_f32, Layer, LayerKind};
 use super::{PassError, SmoothOptions};
-use crate::ir::{Model, Node, Value, ValueId};
+use crate::ir::{Graph, Model, Node, Value, ValueId};
 use crate::tensor::Tensor;
 use ndarray::{ArrayD, Axis, IxDyn};
 use std::collections::{BTreeMap, HashMap};
@@ -140,113 +140,7 @@ pub fn smooth_quant(
             continue;
         }
         let s = smooth_scales(amax, &wmax, opts.alpha);
-        let all_consumers_smoothed =
-            g.consumers(x).len() == layers.len() && !g.outputs.contains(&x);
-        // 1. fold into the producer if possible
-        let mut folded = None;
-        if all_consumers_smoothed {
-            if let Some((p, 0)) = g.producer(x) {
-                let pnode = g.node(p).clone();
-                if pnode.op_type == "LayerNormalization" && !is_conv {
-                    let axis = attr_int(g, p, "axis", -1);
-                    let last = rank.map(|r| axis == r as i64 - 1).unwrap_or(false) || axis == -1;
-                    let sc = pnode.inputs.get(1).copied().flatten();
-                    let bi = pnode.inputs.get(2).copied().flatten();
-                    let scv = sc.and_then(|v| constant_f32(g, v));
-                    let biv = bi.and_then(|v| constant_f32(g, v));
-                    let shared = sc.map(|v| g.consumers(v).len() != 1).unwrap_or(true)
-                        || bi.map(|v| g.consumers(v).len() != 1).unwrap_or(false);
-                    if last
-                        && !shared
-                        && scv.as_ref().map(|a| a.len() == c).unwrap_or(false)
-                        && (bi.is_none() || biv.as_ref().map(|a| a.len() == c).unwrap_or(false))
-                    {
-                        if let (Some(scid), Some(mut a)) = (sc, scv) {
-                            a.iter_mut().zip(&s).for_each(|(v, s)| *v /= s);
-                            set_constant_f32(g, scid, a);
-                        }
-                        if let (Some(bid), Some(mut a)) = (bi, biv) {
-                            a.iter_mut().zip(&s).for_each(|(v, s)| *v /= s);
-                            set_constant_f32(g, bid, a);
-                        }
-                        folded = Some(pnode.label());
-                    }
-                } else if let Some(pl) = layer_of(g, p) {
-                    let pw = constant_f32(g, pl.weight);
-                    let pb = pl.bias.and_then(|b| constant_f32(g, b));
-                    let conv_to_conv = matches!(pl.kind, LayerKind::Conv { .. }) == is_conv;
-                    if let Some(mut pw) = pw.filter(|w| pl.out_channels(w) == c) {
-                        if conv_to_conv
-                            && g.consumers(pl.weight).len() == 1
-                            && pl.bias.map(|b| g.consumers(b).len() == 1).unwrap_or(true)
-                            && pb.as_ref().map(|b| b.len() == c).unwrap_or(true)
-                        {
-                            for (j, sj) in s.iter().enumerate() {
-                                pw.index_axis_mut(Axis(pl.out_axis()), j)
-                                    .mapv_inplace(|v| v / sj);
-                            }
-                            set_constant_f32(g, pl.weight, pw);
-                            if let (Some(bid), Some(mut b)) = (pl.bias, pb) {
-                                b.iter_mut().zip(&s).for_each(|(v, s)| *v /= s);
-                                set_constant_f32(g, bid, b);
-                            }
-                            folded = Some(pnode.label());
-                        }
-                    }
-                }
-            }
-        }
-        // 2. otherwise an explicit Mul in front of the smoothed layers
-        let folded = match folded {
-            Some(f) => f,
-            None => {
-                let shape: Vec<usize> = if is_conv {
-                    let kr = layers
-                        .first()
-                        .and_then(|l| g.value(l.weight).static_shape())
-                        .map(|s| s.len() - 2)
-                        .unwrap_or(2);
-                    std::iter::once(c)
-                        .chain(std::iter::repeat_n(1, kr))
-                        .collect()
-                } else {
-                    vec![c]
-                };
-                let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
-                let a =
-                    ArrayD::from_shape_vec(IxDyn(&shape), inv).map_err(|e| PassError::Shape {
-                        pass: PASS.into(),
-                        what: "smoothing factors".into(),
-                        detail: e.to_string(),
-                    })?;
-                let cname = g.fresh_name(&format!("{xname}_smooth_inv_s"));
-                let cid = g.add_constant(&cname, Tensor::F32(a));
-                let mut nv = Value::named(&g.fresh_name(&format!("{xname}_smoothed")));
-                nv.dtype = g.value(x).dtype;
-                nv.shape = g.value(x).shape.clone();
-                let y = g.add_value(nv);
-                let mut mul = Node::new("Mul", vec![Some(x), Some(cid)], vec![Some(y)]);
-                mul.name = g.fresh_name(&format!("{xname}_smooth"));
-                g.add_node(mul).map_err(|e| PassError::Node {
-                    pass: PASS.into(),
-                    node: xname.clone(),
-                    reason: e.to_string(),
-                })?;
-                for l in &layers {
-                    g.set_input(l.node, 0, Some(y));
-                }
-                "Mul (inserted)".to_string()
-            }
-        };
-        // 3. scale the consumers' weight input channels
-        for l in &layers {
-            if let Some(mut w) = constant_f32(g, l.weight) {
-                for (j, sj) in s.iter().enumerate() {
-                    in_channel_views(l, &mut w, j).mapv_inplace(|v| v * sj);
-                }
-                set_constant_f32(g, l.weight, w);
-            }
-        }
+        let folded = migrate(g, x, &layers, &s, is_conv, rank)?;
         rep.smoothed.push(SmoothedTensor {
             tensor: xname.clone(),
             consumers: layers.iter().map(|l| g.node(l.node).label()).collect(),
@@ -256,6 +150,127 @@ pub fn smooth_quant(
         });
     }
     Ok(rep)
+}
+
+/// Divides tensor `x` by `s` per channel (folded into its producer when possible, else an
+/// inserted `Mul`) and multiplies input channel j of every layer in `layers` (all consumers of
+/// `x` that read it as their activation input) by `s_j`. Returns where the division went.
+pub(crate) fn migrate(
+    g: &mut Graph,
+    x: ValueId,
+    layers: &[Layer],
+    s: &[f32],
+    is_conv: bool,
+    rank: Option<usize>,
+) -> Result<String, PassError> {
+    let c = s.len();
+    let xname = g.value(x).name.clone();
+    let all_consumers_smoothed = g.consumers(x).len() == layers.len() && !g.outputs.contains(&x);
+    // 1. fold into the producer if possible
+    let mut folded = None;
+    if all_consumers_smoothed {
+        if let Some((p, 0)) = g.producer(x) {
+            let pnode = g.node(p).clone();
+            if pnode.op_type == "LayerNormalization" && !is_conv {
+                let axis = attr_int(g, p, "axis", -1);
+                let last = rank.map(|r| axis == r as i64 - 1).unwrap_or(false) || axis == -1;
+                let sc = pnode.inputs.get(1).copied().flatten();
+                let bi = pnode.inputs.get(2).copied().flatten();
+                let scv = sc.and_then(|v| constant_f32(g, v));
+                let biv = bi.and_then(|v| constant_f32(g, v));
+                let shared = sc.map(|v| g.consumers(v).len() != 1).unwrap_or(true)
+                    || bi.map(|v| g.consumers(v).len() != 1).unwrap_or(false);
+                if last
+                    && !shared
+                    && scv.as_ref().map(|a| a.len() == c).unwrap_or(false)
+                    && (bi.is_none() || biv.as_ref().map(|a| a.len() == c).unwrap_or(false))
+                {
+                    if let (Some(scid), Some(mut a)) = (sc, scv) {
+                        a.iter_mut().zip(s).for_each(|(v, s)| *v /= s);
+                        set_constant_f32(g, scid, a);
+                    }
+                    if let (Some(bid), Some(mut a)) = (bi, biv) {
+                        a.iter_mut().zip(s).for_each(|(v, s)| *v /= s);
+                        set_constant_f32(g, bid, a);
+                    }
+                    folded = Some(pnode.label());
+                }
+            } else if let Some(pl) = layer_of(g, p) {
+                let pw = constant_f32(g, pl.weight);
+                let pb = pl.bias.and_then(|b| constant_f32(g, b));
+                let conv_to_conv = matches!(pl.kind, LayerKind::Conv { .. }) == is_conv;
+                if let Some(mut pw) = pw.filter(|w| pl.out_channels(w) == c) {
+                    if conv_to_conv
+                        && g.consumers(pl.weight).len() == 1
+                        && pl.bias.map(|b| g.consumers(b).len() == 1).unwrap_or(true)
+                        && pb.as_ref().map(|b| b.len() == c).unwrap_or(true)
+                    {
+                        for (j, sj) in s.iter().enumerate() {
+                            pw.index_axis_mut(Axis(pl.out_axis()), j)
+                                .mapv_inplace(|v| v / sj);
+                        }
+                        set_constant_f32(g, pl.weight, pw);
+                        if let (Some(bid), Some(mut b)) = (pl.bias, pb) {
+                            b.iter_mut().zip(s).for_each(|(v, s)| *v /= s);
+                            set_constant_f32(g, bid, b);
+                        }
+                        folded = Some(pnode.label());
+                    }
+                }
+            }
+        }
+    }
+    // 2. otherwise an explicit Mul in front of the smoothed layers
+    let folded = match folded {
+        Some(f) => f,
+        None => {
+            let shape: Vec<usize> = if is_conv {
+                let kr = layers
+                    .first()
+                    .and_then(|l| g.value(l.weight).static_shape())
+                    .map(|s| s.len() - 2)
+                    .unwrap_or(2);
+                std::iter::once(c)
+                    .chain(std::iter::repeat_n(1, kr))
+                    .collect()
+            } else {
+                vec![c]
+            };
+            let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
+            let a = ArrayD::from_shape_vec(IxDyn(&shape), inv).map_err(|e| PassError::Shape {
+                pass: PASS.into(),
+                what: "smoothing factors".into(),
+                detail: e.to_string(),
+            })?;
+            let cname = g.fresh_name(&format!("{xname}_smooth_inv_s"));
+            let cid = g.add_constant(&cname, Tensor::F32(a));
+            let mut nv = Value::named(&g.fresh_name(&format!("{xname}_smoothed")));
+            nv.dtype = g.value(x).dtype;
+            nv.shape = g.value(x).shape.clone();
+            let y = g.add_value(nv);
+            let mut mul = Node::new("Mul", vec![Some(x), Some(cid)], vec![Some(y)]);
+            mul.name = g.fresh_name(&format!("{xname}_smooth"));
+            g.add_node(mul).map_err(|e| PassError::Node {
+                pass: PASS.into(),
+                node: xname.clone(),
+                reason: e.to_string(),
+            })?;
+            for l in layers {
+                g.set_input(l.node, 0, Some(y));
+            }
+            "Mul (inserted)".to_string()
+        }
+    };
+    // 3. scale the consumers' weight input channels
+    for l in layers {
+        if let Some(mut w) = constant_f32(g, l.weight) {
+            for (j, sj) in s.iter().enumerate() {
+                in_channel_views(l, &mut w, j).mapv_inplace(|v| v * sj);
+            }
+            set_constant_f32(g, l.weight, w);
+        }
+    }
+    Ok(folded)
 }
 
 #[cfg(test)]

@@ -4,13 +4,15 @@
 //! arguments, so the passes never run the model themselves.
 //!
 //! Implemented: [`gptq`] (`gptq`), [`equalize`] (`equalize-channels`), [`smooth`]
-//! (`smooth-quant`), [`bias`] (`correct-bias`), [`adaround`] (`learned-rounding`).
+//! (`smooth-quant`), [`bias`] (`correct-bias`), [`adaround`] (`learned-rounding`),
+//! [`exponent_shift`] (`exponent-shift`).
 //! The registry [`Pass`] parses every pass name of the pipeline, including the ones not
 //! implemented here; asking for those yields [`PassError::NotImplemented`].
 
 pub mod adaround;
 pub mod bias;
 pub mod equalize;
+pub mod exponent_shift;
 pub mod gptq;
 pub mod layer;
 pub mod smooth;
@@ -253,6 +255,7 @@ impl Pass {
                 | Pass::CorrectBias(_)
                 | Pass::Gptq(_)
                 | Pass::LearnedRounding(_)
+                | Pass::ExponentShift
         )
     }
 

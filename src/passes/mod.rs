@@ -5,7 +5,8 @@
 //!
 //! Implemented: [`gptq`] (`gptq`), [`equalize`] (`equalize-channels`), [`smooth`]
 //! (`smooth-quant`), [`bias`] (`correct-bias`), [`adaround`] (`learned-rounding`),
-//! [`exponent_shift`] (`exponent-shift`).
+//! [`exponent_shift`] (`exponent-shift`), [`fp_search`] (`fp-search`, numeric core: the caller
+//! applies the chosen formats and scales to the layer's quantizers).
 //! The registry [`Pass`] parses every pass name of the pipeline, including the ones not
 //! implemented here; asking for those yields [`PassError::NotImplemented`].
 
@@ -13,6 +14,7 @@ pub mod adaround;
 pub mod bias;
 pub mod equalize;
 pub mod exponent_shift;
+pub mod fp_search;
 pub mod gptq;
 pub mod layer;
 pub mod smooth;
@@ -256,6 +258,7 @@ impl Pass {
                 | Pass::Gptq(_)
                 | Pass::LearnedRounding(_)
                 | Pass::ExponentShift
+                | Pass::FpSearch
         )
     }
 
@@ -368,10 +371,10 @@ mod tests {
         let l = parse_pass_list("equalize-channels, gptq").expect("list");
         assert_eq!(l.len(), 2);
         assert_eq!(
-            Pass::FpSearch
+            Pass::NoiseLevelCalibration
                 .check_implemented()
                 .expect_err("not implemented"),
-            PassError::NotImplemented("fp-search".into())
+            PassError::NotImplemented("noise-level-calibration".into())
         );
         assert!(Pass::Gptq(GptqOptions::default())
             .check_implemented()

@@ -69,7 +69,7 @@ pub fn output_channel_axis(g: &Graph, node: NodeId, rank: usize) -> Option<usize
 }
 
 /// Applies `b += E[y_float] − E[y_quant]` to layer `node`; returns the per-channel correction
-/// added to the layer output. For a MatMul the node is re-inserted (its `NodeId` changes; look
+/// added to the layer output. For a MatMul the node is re-inserted (its `NodeId` may change; look
 /// it up again through the producer of the new `<output>_nobias` tensor) and an `Add` node
 /// producing the original output tensor is added.
 pub fn correct_bias(

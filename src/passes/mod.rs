@@ -1,0 +1,411 @@
+//! Post-training quantization passes (the techniques studied by the seed papers): each one is a
+//! pure numeric core over `ndarray` plus a graph-level function on [`crate::ir::Model`] that takes
+//! the statistics it needs (activation ranges, captured layer inputs, Hessians, output means) as
+//! arguments, so the passes never run the model themselves.
+//!
+//! Implemented: [`gptq`] (`gptq`), [`equalize`] (`equalize-channels`), [`smooth`]
+//! (`smooth-quant`), [`bias`] (`correct-bias`), [`adaround`] (`learned-rounding`),
+//! [`exponent_shift`] (`exponent-shift`), [`fp_search`] (`fp-search`, numeric core: the caller
+//! applies the chosen formats and scales to the layer's quantizers).
+//! The registry [`Pass`] parses every pass name of the pipeline, including the ones not
+//! implemented here; asking for those yields [`PassError::NotImplemented`].
+
+pub mod adaround;
+pub mod bias;
+pub mod equalize;
+pub mod exponent_shift;
+pub mod fp_search;
+pub mod gptq;
+pub mod layer;
+pub mod smooth;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors of the passes; each names the node, tensor or option at fault.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PassError {
+    /// The pass name is known but this build does not implement it.
+    #[error("pass '{0}' is not implemented yet")]
+    NotImplemented(String),
+    /// The pass name is unknown.
+    #[error("unknown pass '{name}' (known passes: {known})")]
+    Unknown { name: String, known: String },
+    /// An option value is out of range.
+    #[error("pass '{pass}': invalid option {option}: {reason}")]
+    InvalidOption {
+        pass: String,
+        option: String,
+        reason: String,
+    },
+    /// Inputs of a numeric core have inconsistent shapes.
+    #[error("pass '{pass}': shape mismatch for {what}: {detail}")]
+    Shape {
+        pass: String,
+        what: String,
+        detail: String,
+    },
+    /// A node cannot be handled (unsupported attribute, non-constant weight, ...).
+    #[error("pass '{pass}': node {node}: {reason}")]
+    Node {
+        pass: String,
+        node: String,
+        reason: String,
+    },
+    /// A numerical failure (e.g. Hessian not positive definite even after extra damping).
+    #[error("pass '{pass}': {what}: {reason}")]
+    Numeric {
+        pass: String,
+        what: String,
+        reason: String,
+    },
+}
+
+fn default_iterations() -> usize {
+    20
+}
+fn default_true() -> bool {
+    true
+}
+fn default_alpha() -> f32 {
+    0.5
+}
+fn default_damp() -> f64 {
+    0.01
+}
+fn default_block() -> usize {
+    128
+}
+fn default_ada_iters() -> usize {
+    1000
+}
+fn default_ada_lr() -> f32 {
+    0.1
+}
+fn default_ada_lambda() -> f32 {
+    0.01
+}
+fn default_warmup() -> f32 {
+    0.2
+}
+
+/// Options of `equalize-channels`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EqualizeOptions {
+    /// Sweeps over all pairs (default 20).
+    #[serde(default = "default_iterations")]
+    pub iterations: usize,
+    /// Bias absorption (Nagel 2019 §4.2). Not implemented: `true` is rejected.
+    #[serde(default)]
+    pub bias_absorption: bool,
+}
+
+impl Default for EqualizeOptions {
+    fn default() -> Self {
+        EqualizeOptions {
+            iterations: default_iterations(),
+            bias_absorption: false,
+        }
+    }
+}
+
+/// Options of `smooth-quant`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SmoothOptions {
+    /// Migration strength α in [0, 1] (default 0.5).
+    #[serde(default = "default_alpha")]
+    pub alpha: f32,
+}
+
+impl Default for SmoothOptions {
+    fn default() -> Self {
+        SmoothOptions {
+            alpha: default_alpha(),
+        }
+    }
+}
+
+/// Options of `gptq`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GptqOptions {
+    /// Damping as a fraction of the mean Hessian diagonal (default 0.01).
+    #[serde(default = "default_damp")]
+    pub damp: f64,
+    /// Columns per lazy-update block (default 128).
+    #[serde(default = "default_block")]
+    pub block: usize,
+    /// Quantize columns in order of decreasing Hessian diagonal.
+    #[serde(default)]
+    pub act_order: bool,
+}
+
+impl Default for GptqOptions {
+    fn default() -> Self {
+        GptqOptions {
+            damp: default_damp(),
+            block: default_block(),
+            act_order: false,
+        }
+    }
+}
+
+/// Options of `correct-bias` (none yet; kept as a table so recipes stay forward compatible).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BiasCorrectionOptions {}
+
+/// Options of `learned-rounding` (AdaRound).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdaRoundOptions {
+    /// Adam steps per layer (default 1000).
+    #[serde(default = "default_ada_iters")]
+    pub iterations: usize,
+    /// Adam learning rate (default 0.1, the seed paper's benchmark setting).
+    #[serde(default = "default_ada_lr")]
+    pub lr: f32,
+    /// Weight λ of the rounding regulariser (default 0.01).
+    #[serde(default = "default_ada_lambda")]
+    pub lambda: f32,
+    /// Fraction of iterations without the regulariser (default 0.2).
+    #[serde(default = "default_warmup")]
+    pub warmup: f32,
+    /// Seed for the row subsampling of large calibration sets.
+    #[serde(default)]
+    pub seed: u64,
+    /// Show a progress bar.
+    #[serde(default = "default_true")]
+    pub progress: bool,
+}
+
+impl Default for AdaRoundOptions {
+    fn default() -> Self {
+        AdaRoundOptions {
+            iterations: default_ada_iters(),
+            lr: default_ada_lr(),
+            lambda: default_ada_lambda(),
+            warmup: default_warmup(),
+            seed: 0,
+            progress: true,
+        }
+    }
+}
+
+/// A pass of the quantization pipeline with its options, as named on the CLI (`--passes a,b`)
+/// and in the TOML recipe (`[[passes]] name = "gptq"  act-order = true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum Pass {
+    /// Fold BatchNormalization into the preceding Conv/Gemm (lives with the importer).
+    FoldBatchNorm,
+    /// Cross-layer equalization.
+    EqualizeChannels(EqualizeOptions),
+    /// SmoothQuant activation-to-weight range migration.
+    SmoothQuant(SmoothOptions),
+    /// Empirical bias correction.
+    CorrectBias(BiasCorrectionOptions),
+    /// LLM-FP4 per-layer format and exponent-bias search.
+    FpSearch,
+    /// LLM-FP4 pre-shifted exponent bias.
+    ExponentShift,
+    /// GPTQ weight rounding.
+    Gptq(GptqOptions),
+    /// AdaRound learned rounding.
+    LearnedRounding(AdaRoundOptions),
+    /// PTQ4DM noise-level-aware calibration set for diffusion denoisers.
+    NoiseLevelCalibration,
+}
+
+/// Every pass name, in the default pipeline order of the seed paper where it applies.
+pub const PASS_NAMES: [&str; 9] = [
+    "fold-batch-norm",
+    "equalize-channels",
+    "smooth-quant",
+    "noise-level-calibration",
+    "fp-search",
+    "exponent-shift",
+    "gptq",
+    "learned-rounding",
+    "correct-bias",
+];
+
+impl Pass {
+    /// The pass name as written on the CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pass::FoldBatchNorm => "fold-batch-norm",
+            Pass::EqualizeChannels(_) => "equalize-channels",
+            Pass::SmoothQuant(_) => "smooth-quant",
+            Pass::CorrectBias(_) => "correct-bias",
+            Pass::FpSearch => "fp-search",
+            Pass::ExponentShift => "exponent-shift",
+            Pass::Gptq(_) => "gptq",
+            Pass::LearnedRounding(_) => "learned-rounding",
+            Pass::NoiseLevelCalibration => "noise-level-calibration",
+        }
+    }
+
+    /// True when this module implements the pass (the others are parsed so recipes can name
+    /// them, but [`Pass::check_implemented`] rejects them).
+    pub fn is_implemented(&self) -> bool {
+        matches!(
+            self,
+            Pass::EqualizeChannels(_)
+                | Pass::SmoothQuant(_)
+                | Pass::CorrectBias(_)
+                | Pass::Gptq(_)
+                | Pass::LearnedRounding(_)
+                | Pass::ExponentShift
+                | Pass::FpSearch
+        )
+    }
+
+    /// Ok for implemented passes, [`PassError::NotImplemented`] otherwise.
+    pub fn check_implemented(&self) -> Result<(), PassError> {
+        if self.is_implemented() {
+            Ok(())
+        } else {
+            Err(PassError::NotImplemented(self.name().to_string()))
+        }
+    }
+
+    /// Validates the options.
+    pub fn validate(&self) -> Result<(), PassError> {
+        let bad = |option: &str, reason: &str| {
+            Err(PassError::InvalidOption {
+                pass: self.name().into(),
+                option: option.into(),
+                reason: reason.into(),
+            })
+        };
+        match self {
+            Pass::EqualizeChannels(o) => {
+                if o.iterations == 0 {
+                    return bad("iterations", "must be at least 1");
+                }
+                if o.bias_absorption {
+                    return Err(PassError::NotImplemented(
+                        "equalize-channels bias-absorption".into(),
+                    ));
+                }
+            }
+            Pass::SmoothQuant(o) if !(0.0..=1.0).contains(&o.alpha) => {
+                return bad("alpha", "must be in [0, 1]");
+            }
+            Pass::Gptq(o) => {
+                if !(o.damp.is_finite() && o.damp > 0.0) {
+                    return bad("damp", "must be a positive number");
+                }
+                if o.block == 0 {
+                    return bad("block", "must be at least 1");
+                }
+            }
+            Pass::LearnedRounding(o) => {
+                if o.iterations == 0 {
+                    return bad("iterations", "must be at least 1");
+                }
+                if !(o.lr.is_finite() && o.lr > 0.0) {
+                    return bad("lr", "must be a positive number");
+                }
+                if !(o.lambda.is_finite() && o.lambda >= 0.0) {
+                    return bad("lambda", "must be a non-negative number");
+                }
+                if !(0.0..1.0).contains(&o.warmup) {
+                    return bad("warmup", "must be in [0, 1)");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Pass {
+    type Err = PassError;
+
+    /// Parses a bare pass name (default options).
+    fn from_str(s: &str) -> Result<Pass, PassError> {
+        Ok(match s.trim() {
+            "fold-batch-norm" => Pass::FoldBatchNorm,
+            "equalize-channels" => Pass::EqualizeChannels(EqualizeOptions::default()),
+            "smooth-quant" => Pass::SmoothQuant(SmoothOptions::default()),
+            "correct-bias" => Pass::CorrectBias(BiasCorrectionOptions::default()),
+            "fp-search" => Pass::FpSearch,
+            "exponent-shift" => Pass::ExponentShift,
+            "gptq" => Pass::Gptq(GptqOptions::default()),
+            "learned-rounding" => Pass::LearnedRounding(AdaRoundOptions::default()),
+            "noise-level-calibration" => Pass::NoiseLevelCalibration,
+            other => {
+                return Err(PassError::Unknown {
+                    name: other.to_string(),
+                    known: PASS_NAMES.join(", "),
+                })
+            }
+        })
+    }
+}
+
+/// Parses a comma-separated CLI list (`--passes equalize-channels,gptq`) into passes with
+/// default options.
+pub fn parse_pass_list(s: &str) -> Result<Vec<Pass>, PassError> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_names_and_rejects_unknown() {
+        for n in PASS_NAMES {
+            let p: Pass = n.parse().expect("known name");
+            assert_eq!(p.name(), n);
+        }
+        let e = "gptqq".parse::<Pass>().expect_err("unknown");
+        assert!(e.to_string().contains("gptqq"));
+        let l = parse_pass_list("equalize-channels, gptq").expect("list");
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            Pass::NoiseLevelCalibration
+                .check_implemented()
+                .expect_err("not implemented"),
+            PassError::NotImplemented("noise-level-calibration".into())
+        );
+        assert!(Pass::Gptq(GptqOptions::default())
+            .check_implemented()
+            .is_ok());
+    }
+
+    #[test]
+    fn toml_options_round_trip() {
+        #[derive(Deserialize, Serialize)]
+        struct R {
+            passes: Vec<Pass>,
+        }
+        let r: R = toml::from_str(
+            "[[passes]]\nname = \"gptq\"\nact-order = true\n\n[[passes]]\nname = \"equalize-channels\"\n\n[[passes]]\nname = \"fp-search\"\n",
+        )
+        .expect("toml");
+        assert_eq!(
+            r.passes[0],
+            Pass::Gptq(GptqOptions {
+                act_order: true,
+                ..GptqOptions::default()
+            })
+        );
+        assert_eq!(
+            r.passes[1],
+            Pass::EqualizeChannels(EqualizeOptions::default())
+        );
+        assert_eq!(r.passes[2], Pass::FpSearch);
+        let s = toml::to_string(&r).expect("serialize");
+        let back: R = toml::from_str(&s).expect("reparse");
+        assert_eq!(back.passes, r.passes);
+        assert!(toml::from_str::<R>("[[passes]]\nname = \"gptq\"\nbogus = 1\n").is_err());
+    }
+}

@@ -176,7 +176,11 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
     };
     let t_cal = Instant::now();
     let mut result = quant::quantize(&model, &recipe, &calib)?;
-    result.prepare_log = prepare_log;
+    let pass_log = std::mem::take(&mut result.prepare_log);
+    result.prepare_log = prepare_log.into_iter().chain(pass_log).collect();
+    for line in &result.prepare_log {
+        eprintln!("{line}");
+    }
     let calib_s = t_cal.elapsed().as_secs_f64();
     let t_eval = Instant::now();
     let eval_report = match &eval {

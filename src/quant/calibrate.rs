@@ -245,6 +245,7 @@ pub fn quantize_weight(
     per_channel: bool,
     method: WeightMethod,
     rounding: ScaleRounding,
+    fixed_scales: Option<&[f32]>,
 ) -> Result<Option<WeightQuant>, CalibrateError> {
     let (Some(w), Some(format)) = (&layer.weight, layer.weight_format) else {
         return Ok(None);
@@ -283,19 +284,22 @@ pub fn quantize_weight(
         Some(a) => WeightGranularity::PerChannel { axis: a },
         None => WeightGranularity::PerTensor,
     };
-    let cal = weight_clips(&name, arr.view(), gran, method, &format, rounding)?;
+    let scales = match fixed_scales {
+        Some(s) => s.to_vec(),
+        None => weight_clips(&name, arr.view(), gran, method, &format, rounding)?.scales,
+    };
     match axis {
         Some(a) => q
-            .fake_quantize_per_channel(&flat, &shape, a, &cal.scales, &mut out)
+            .fake_quantize_per_channel(&flat, &shape, a, &scales, &mut out)
             .map_err(|e| werr(e.to_string()))?,
-        None => q.fake_quantize(&flat, cal.scales[0], &mut out),
+        None => q.fake_quantize(&flat, scales[0], &mut out),
     }
     let values = ArrayD::from_shape_vec(shape, out).map_err(|e| werr(e.to_string()))?;
     Ok(Some(WeightQuant {
         name: name.clone(),
         format,
         axis,
-        scales: cal.scales,
+        scales,
         mx_axis: None,
         values,
     }))

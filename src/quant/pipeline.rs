@@ -39,8 +39,11 @@ fn model_err(e: impl std::fmt::Display) -> QuantizeError {
     QuantizeError::Model(e.to_string())
 }
 
-/// Passes that run before calibration and that this build provides.
-pub const PRE_PASSES: &[&str] = &["fold-batch-norm"];
+/// Function-preserving passes that run before calibration.
+pub const PRE_PASSES: &[&str] = &["fold-batch-norm", "equalize-channels"];
+
+/// Passes that change how weights are rounded (run after calibration).
+pub const WEIGHT_PASSES: &[&str] = &["gptq"];
 
 /// Applies the function-preserving preparation passes named in `passes` (in order).
 pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, QuantizeError> {
@@ -68,10 +71,27 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
                 let n = crate::ir::fold::fold_batch_norm(model).map_err(model_err)?;
                 log.push(format!("fold-batch-norm: {n} BatchNormalization nodes folded"));
             }
+            "equalize-channels" => {
+                let r = crate::passes::equalize::equalize_channels(model, &crate::passes::EqualizeOptions::default())
+                    .map_err(model_err)?;
+                log.push(format!(
+                    "equalize-channels: {} pairs equalized over {} sweeps (last max change {:.2e}), {} skipped{}",
+                    r.pairs.len(),
+                    r.iterations,
+                    r.last_max_change,
+                    r.skipped.len(),
+                    r.skipped.iter().map(|k| format!("; {}", k.reason)).collect::<String>()
+                ));
+            }
+            p if WEIGHT_PASSES.contains(&p) => {}
             other => {
                 return Err(QuantizeError::Recipe(RecipeError::Invalid {
                     option: "passes".into(),
-                    reason: format!("unknown or unavailable pass '{other}' (available: {})", PRE_PASSES.join(", ")),
+                    reason: format!(
+                        "unknown or unavailable pass '{other}' (available: {}, {})",
+                        PRE_PASSES.join(", "),
+                        WEIGHT_PASSES.join(", ")
+                    ),
                 }))
             }
         }
@@ -287,7 +307,100 @@ pub fn calibration_stats(
 /// Calibrates and quantizes `model` (already prepared) on `calib`.
 pub fn quantize(model: &Model, recipe: &Recipe, calib: &Dataset) -> Result<QuantizeResult, QuantizeError> {
     let set = calibration_stats(model, recipe, calib)?;
+    if recipe.passes.iter().any(|p| p == "gptq") {
+        let (gmodel, log, scales) = gptq_weights(model, recipe, calib)?;
+        let mut r = quantize_with_fixed(&gmodel, recipe, &set, &scales)?;
+        // Float reference stays the unmodified model; GPTQ only changed the rounded weights.
+        r.float = model.clone();
+        r.prepare_log.extend(log);
+        return Ok(r);
+    }
     quantize_with_stats(model, recipe, &set)
+}
+
+struct InputCapture {
+    want: BTreeMap<ValueId, Vec<usize>>,
+    got: BTreeMap<usize, ArrayD<f32>>,
+}
+
+impl Observer for InputCapture {
+    fn observe(&mut self, value: ValueId, _name: &str, tensor: &Tensor) {
+        if let (Some(layers), Tensor::F32(a)) = (self.want.get(&value), tensor) {
+            for &l in layers {
+                self.got.insert(l, a.clone());
+            }
+        }
+    }
+}
+
+/// GPTQ on every quantized weight: Hessians from the layers' float inputs over the calibration
+/// set, columns rounded with the layer's own quantizer (per-channel scales from the float
+/// weight, which quantization then keeps: GPTQ output stays on that grid). Returns the model
+/// with GPTQ-rounded weights and a log line per layer.
+#[allow(clippy::type_complexity)]
+fn gptq_weights(
+    model: &Model,
+    recipe: &Recipe,
+    calib: &Dataset,
+) -> Result<(Model, Vec<String>, BTreeMap<String, Vec<f32>>), QuantizeError> {
+    use crate::passes::gptq::{gptq_layer, hessian_dims, layer_input_rows, HessianAccumulator};
+    let r = recipe.resolve()?;
+    let layers = plan::plan(model, &r)?;
+    let targets: Vec<&Layer> = layers
+        .iter()
+        .filter(|l| l.weight.is_some() && matches!(l.weight_format, Some(f) if !matches!(f, quant_formats::Format::Mx(_))))
+        .filter(|l| l.act_slots.first().is_some())
+        .collect();
+    let pass_err = |e: crate::passes::PassError| QuantizeError::Model(format!("gptq: {e}"));
+    let mut acc: Vec<Vec<HessianAccumulator>> = Vec::new();
+    let mut want: BTreeMap<ValueId, Vec<usize>> = BTreeMap::new();
+    for (i, l) in targets.iter().enumerate() {
+        let (dim, groups) = hessian_dims(&model.graph, l.node).map_err(pass_err)?;
+        acc.push((0..groups).map(|_| HessianAccumulator::new(dim)).collect());
+        if let Some(v) = model.graph.node(l.node).inputs.get(l.act_slots[0]).copied().flatten() {
+            want.entry(v).or_default().push(i);
+        }
+    }
+    let interp = Interpreter::new(model).map_err(model_err)?;
+    for b in calib.batches(recipe.batch_size).map_err(eval_err)? {
+        let b = b.map_err(eval_err)?;
+        let feeds: Vec<(String, Tensor)> = b.inputs.into_iter().map(|(n, a)| (n, Tensor::F32(a))).collect();
+        let mut cap = InputCapture { want: want.clone(), got: BTreeMap::new() };
+        interp.run_batched_observed(&feeds, None, &mut cap).map_err(model_err)?;
+        for (i, x) in cap.got {
+            let rows = layer_input_rows(&model.graph, targets[i].node, &x.view()).map_err(pass_err)?;
+            for (a, r) in acc[i].iter_mut().zip(rows) {
+                a.update(r.view()).map_err(pass_err)?;
+            }
+        }
+    }
+    let mut m = model.clone();
+    let mut log = Vec::new();
+    let mut fixed = BTreeMap::new();
+    let opts = crate::passes::GptqOptions::default();
+    for (i, l) in targets.iter().enumerate() {
+        let (Some(w), Some(fmt)) = (&l.weight, l.weight_format) else { continue };
+        let hs: Vec<_> = acc[i].iter().map(|a| a.finish()).collect::<Result<_, _>>().map_err(pass_err)?;
+        // Scales of the float weight, as round-to-nearest would choose them.
+        let wq = calibrate::quantize_weight(&m, l, recipe.granularity == Granularity::PerChannel, recipe.weight_method, r.scale_rounding, None)?
+            .ok_or_else(|| QuantizeError::Model(format!("gptq: layer {} has no weight quantizer", l.name)))?;
+        let scales = wq.scales.clone();
+        let per_channel = wq.axis.is_some();
+        let res = gptq_layer(
+            &mut m.graph,
+            l.node,
+            &hs,
+            |o, v| {
+                let s = if per_channel { scales.get(o).copied().unwrap_or(scales[0]) } else { scales[0] };
+                s * fmt.quantize_value(v / s)
+            },
+            &opts,
+        )
+        .map_err(pass_err)?;
+        log.push(format!("gptq: {} ({} groups, damping {:.3e}, {} dead columns)", l.name, hs.len(), res.damp, res.dead_columns));
+        fixed.insert(m.graph.value(w.value).name.clone(), wq.scales);
+    }
+    Ok((m, log, fixed))
 }
 
 /// Quantizes `model` with calibration statistics gathered earlier (see [`calibration_stats`]).
@@ -296,13 +409,35 @@ pub fn quantize_with_stats(
     recipe: &Recipe,
     set: &crate::calib::ObserverSet,
 ) -> Result<QuantizeResult, QuantizeError> {
+    quantize_with_fixed(model, recipe, set, &BTreeMap::new())
+}
+
+/// Like [`quantize_with_stats`], with weight scales fixed by an earlier pass (by weight name).
+fn quantize_with_fixed(
+    model: &Model,
+    recipe: &Recipe,
+    set: &crate::calib::ObserverSet,
+    fixed: &BTreeMap<String, Vec<f32>>,
+) -> Result<QuantizeResult, QuantizeError> {
     let r = recipe.resolve()?;
     let layers = plan::plan(model, &r)?;
     let acts = calibrate::activation_quantizers(model, &layers, set, &r.clip, r.scale_rounding, recipe.unsigned_acts)?;
     let mut weights = BTreeMap::new();
     let mut reports = Vec::new();
     for l in &layers {
-        let wq = calibrate::quantize_weight(model, l, recipe.granularity == Granularity::PerChannel, recipe.weight_method, r.scale_rounding)?;
+        let fixed_scales = l
+            .weight
+            .as_ref()
+            .and_then(|w| fixed.get(&model.graph.value(w.value).name))
+            .map(|v| v.as_slice());
+        let wq = calibrate::quantize_weight(
+            model,
+            l,
+            recipe.granularity == Granularity::PerChannel,
+            recipe.weight_method,
+            r.scale_rounding,
+            fixed_scales,
+        )?;
         let act_format = l.act_format.map(|f| {
             // Report the format actually used (after the unsigned decision) of the first input.
             l.act_slots

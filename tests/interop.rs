@@ -35,5 +35,8 @@ fn w1_exports_match_onnxruntime_reference_and_qonnx() {
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "interop check failed:\n{text}");
-    assert!(text.contains("| int8 | int8 | onnxruntime no-opt"), "grid did not run:\n{text}");
+    assert!(
+        text.contains("| int8 | int8 | onnxruntime no-opt"),
+        "grid did not run:\n{text}"
+    );
 }

@@ -184,8 +184,9 @@ pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
         (None, Some(lp)) => {
             let text = std::fs::read_to_string(lp)
                 .with_context(|| format!("reading layers {}", lp.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a JSON list of layer descriptions", lp.display()))?
+            serde_json::from_str(&text).with_context(|| {
+                format!("{}: not a JSON list of layer descriptions", lp.display())
+            })?
         }
         (None, None) => bail!(
             "give MODEL --weights FMT --acts FMT, --mac (one MAC unit) or --layers layers.json"

@@ -2,15 +2,15 @@
 //! subcommand module parses its arguments and calls into the library.
 
 pub mod check;
-pub mod sweep;
 pub mod inspect;
 pub mod quantize;
 pub mod run;
+pub mod sweep;
 
 use clap::{Parser, Subcommand};
 
-mod formats;
 pub mod cost;
+mod formats;
 pub mod rtl;
 use std::process::ExitCode;
 
@@ -50,6 +50,13 @@ pub enum Command {
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
 /// `check`), 2 unusable input where a command distinguishes it.
 pub fn main() -> ExitCode {
+    // Writing to a closed pipe (`mfq ... | head`) ends the process quietly, as Unix tools do,
+    // instead of panicking inside `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

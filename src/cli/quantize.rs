@@ -104,13 +104,25 @@ fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
         r.calib_method = v.clone();
     }
     if let Some(v) = &args.granularity {
-        r.granularity = if v == "per-tensor" { Granularity::PerTensor } else { Granularity::PerChannel };
+        r.granularity = if v == "per-tensor" {
+            Granularity::PerTensor
+        } else {
+            Granularity::PerChannel
+        };
     }
     if let Some(v) = &args.scale {
-        r.scale = if v == "pow2" { ScaleKind::Pow2 } else { ScaleKind::Float };
+        r.scale = if v == "pow2" {
+            ScaleKind::Pow2
+        } else {
+            ScaleKind::Float
+        };
     }
     if let Some(v) = &args.bias {
-        r.bias = if v == "int32" { BiasMode::Int32 } else { BiasMode::Float };
+        r.bias = if v == "int32" {
+            BiasMode::Int32
+        } else {
+            BiasMode::Float
+        };
     }
     if args.signed_acts {
         r.unsigned_acts = false;
@@ -125,7 +137,11 @@ fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
         r.seed = v;
     }
     if let Some(v) = &args.passes {
-        r.passes = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        r.passes = v
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     if let Some(v) = &args.export {
         r.export = match v.as_str() {
@@ -141,7 +157,13 @@ fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
     Ok(r)
 }
 
-fn open_data(path: &Path, model: &crate::ir::Model, samples: Option<usize>, seed: u64, what: &str) -> anyhow::Result<Dataset> {
+fn open_data(
+    path: &Path,
+    model: &crate::ir::Model,
+    samples: Option<usize>,
+    seed: u64,
+    what: &str,
+) -> anyhow::Result<Dataset> {
     let inputs = quant::pipeline::data_inputs(model);
     let mut ds = Dataset::open(path, &inputs, None).with_context(|| format!("{what} data"))?;
     if let Some(n) = samples {
@@ -161,7 +183,10 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let recipe = recipe_from(&args)?;
     if crate::util::atomic::same_file(&args.model, &args.output) {
-        bail!("refusing to overwrite the input model {}", args.model.display());
+        bail!(
+            "refusing to overwrite the input model {}",
+            args.model.display()
+        );
     }
     let mut model = crate::onnx::load(&args.model)?;
     let prepare_log = quant::prepare(&mut model, &recipe.passes)?;
@@ -169,9 +194,21 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         .calib
         .as_ref()
         .context("--calib DATA is required (activation scales come from calibration data)")?;
-    let calib = open_data(calib_path, &model, recipe.calib_samples, recipe.seed, "calib")?;
+    let calib = open_data(
+        calib_path,
+        &model,
+        recipe.calib_samples,
+        recipe.seed,
+        "calib",
+    )?;
     let eval = match &args.eval {
-        Some(p) => Some(open_data(p, &model, args.eval_samples, recipe.seed, "eval")?),
+        Some(p) => Some(open_data(
+            p,
+            &model,
+            args.eval_samples,
+            recipe.seed,
+            "eval",
+        )?),
         None => None,
     };
     let t_cal = Instant::now();
@@ -256,16 +293,24 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
 fn cost_summary(result: &quant::QuantizeResult) -> anyhow::Result<serde_json::Value> {
     use std::collections::BTreeMap;
     let descs = quant::cost::layer_descs(&result.float, &result.quantized.layers)?;
-    anyhow::ensure!(!descs.is_empty(), "no quantized compute layer with both formats");
+    anyhow::ensure!(
+        !descs.is_empty(),
+        "no quantized compute layer with both formats"
+    );
     let n = descs.iter().map(|d| d.n).max().unwrap_or(1);
-    let mut pairs: BTreeMap<(String, String), (u64, quant_formats::Format, quant_formats::Format)> = BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String), (u64, quant_formats::Format, quant_formats::Format)> =
+        BTreeMap::new();
     for d in &descs {
         let e = pairs
             .entry((d.weight_format.to_string(), d.act_format.to_string()))
             .or_insert((0, d.weight_format, d.act_format));
         e.0 += d.macs;
     }
-    let main = pairs.values().max_by_key(|p| p.0).map(|p| (p.1, p.2)).context("no format pair")?;
+    let main = pairs
+        .values()
+        .max_by_key(|p| p.0)
+        .map(|p| (p.1, p.2))
+        .context("no format pair")?;
     let mac = quant::cost::mac_cost(&main.0, &main.1, n)?;
     let units: Vec<_> = pairs
         .values()
@@ -274,7 +319,10 @@ fn cost_summary(result: &quant::QuantizeResult) -> anyhow::Result<serde_json::Va
         })
         .collect::<Result<_, _>>()?;
     let paper = quant::cost::model_cost(&descs, cost_model::layers::Arch::MacPerPair)?;
-    let weight_bits: u64 = descs.iter().map(|d| d.weight_count * u64::from(d.weight_format.bits())).sum();
+    let weight_bits: u64 = descs
+        .iter()
+        .map(|d| d.weight_count * u64::from(d.weight_format.bits()))
+        .sum();
     Ok(serde_json::json!({
         "n": n,
         "mac": mac,
@@ -287,17 +335,24 @@ fn cost_summary(result: &quant::QuantizeResult) -> anyhow::Result<serde_json::Va
 }
 
 fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{:.2} %", v * 100.0)).unwrap_or_else(|| "-".into())
+    x.map(|v| format!("{:.2} %", v * 100.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn print_summary(e: &quant::EvalReport) {
-    println!("evaluation on {} samples (output '{}')", e.samples, e.output);
+    println!(
+        "evaluation on {} samples (output '{}')",
+        e.samples, e.output
+    );
     println!("| metric | float | quantized |");
     println!("|---|---|---|");
     println!("| top-1 | {} | {} |", pct(e.float_top1), pct(e.quant_top1));
     println!("| top-5 | {} | {} |", pct(e.float_top5), pct(e.quant_top5));
     println!("top-1 agreement with float: {}", pct(e.top1_agreement));
-    println!("output SQNR {:.2} dB, cosine {:.5}", e.output_sqnr_db, e.output_cosine);
+    println!(
+        "output SQNR {:.2} dB, cosine {:.5}",
+        e.output_sqnr_db, e.output_cosine
+    );
     println!();
     println!("| tensor | format | scale | SQNR alone (dB) | SQNR drift (dB) |");
     println!("|---|---|---|---|---|");

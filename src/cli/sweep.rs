@@ -123,7 +123,9 @@ pub struct SweepArgs {
 
 fn run_model(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     use crate::quant::sweep_eval::SweepEvaluator;
-    let (Some(model), Some(calib), Some(eval), Some(run)) = (&args.model, &args.calib, &args.eval, &args.run) else {
+    let (Some(model), Some(calib), Some(eval), Some(run)) =
+        (&args.model, &args.calib, &args.eval, &args.run)
+    else {
         anyhow::bail!("mfq sweep needs MODEL, --calib, --eval, --grid and -o (or a subcommand)");
     };
     let base = match &args.config {
@@ -142,8 +144,12 @@ fn run_model(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     }
     let t0 = std::time::Instant::now();
     let ev = SweepEvaluator::new(m, base, cds, &eds)?;
-    eprintln!("shared work (float outputs, shapes) ready in {:.2} s", t0.elapsed().as_secs_f64());
-    let validity = |r: &crate::sweep::ConfigRecipe| ev.recipe(r).map(|_| ()).map_err(|e| e.to_string());
+    eprintln!(
+        "shared work (float outputs, shapes) ready in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let validity =
+        |r: &crate::sweep::ConfigRecipe| ev.recipe(r).map(|_| ()).map_err(|e| e.to_string());
     let evaluator = |r: &crate::sweep::ConfigRecipe| ev.evaluate(r).map_err(|e| e.to_string());
     let mut files = vec![model.clone(), calib.clone(), eval.clone()];
     if let Some(c) = &args.config {

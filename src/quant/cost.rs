@@ -48,7 +48,10 @@ pub fn layer_descs(model: &Model, layers: &[Layer]) -> Result<Vec<LayerDesc>, Co
         let outs: Vec<Vec<usize>> = node
             .outputs
             .iter()
-            .map(|o| o.and_then(|v| g.value(v).static_shape()).unwrap_or_default())
+            .map(|o| {
+                o.and_then(|v| g.value(v).static_shape())
+                    .unwrap_or_default()
+            })
             .collect();
         let in_refs: Vec<Option<&[usize]>> = ins.iter().map(|s| s.as_deref()).collect();
         let out_refs: Vec<&[usize]> = outs.iter().map(|s| s.as_slice()).collect();

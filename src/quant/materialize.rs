@@ -83,7 +83,11 @@ fn attr_s(name: &str, v: &str) -> Attr {
 }
 
 /// Scale tensor broadcastable against a weight of `shape` along `axis` (QONNX convention).
-fn broadcast_scale(shape: &[usize], axis: Option<usize>, scales: &[f32]) -> Result<Tensor, MaterializeError> {
+fn broadcast_scale(
+    shape: &[usize],
+    axis: Option<usize>,
+    scales: &[f32],
+) -> Result<Tensor, MaterializeError> {
     match axis {
         None => Ok(f32_scalar(scales.first().copied().unwrap_or(1.0))),
         Some(a) => {
@@ -191,7 +195,12 @@ fn insert_qonnx(
     let names = if op == "Quant" {
         ["zeropt", "bitwidth", "", ""]
     } else {
-        ["exponent_bitwidth", "mantissa_bitwidth", "exponent_bias", "max_val"]
+        [
+            "exponent_bitwidth",
+            "mantissa_bitwidth",
+            "exponent_bias",
+            "max_val",
+        ]
     };
     for (t, n) in extra.into_iter().zip(names) {
         inputs.push(Some(add_const(model, &format!("{base}_{n}"), t)));
@@ -219,9 +228,15 @@ fn int32_bias(b: &ArrayD<f32>, w_scales: &[f32], a_scale: f32) -> (Vec<f32>, Vec
     let mut scales = Vec::with_capacity(n);
     let mut codes = Vec::with_capacity(n);
     for (i, &x) in b.iter().enumerate() {
-        let sw = if w_scales.len() == n { w_scales[i] } else { w_scales.first().copied().unwrap_or(1.0) };
+        let sw = if w_scales.len() == n {
+            w_scales[i]
+        } else {
+            w_scales.first().copied().unwrap_or(1.0)
+        };
         let s = sw * a_scale;
-        let q = (x / s).round_ties_even().clamp(i32::MIN as f32, i32::MAX as f32);
+        let q = (x / s)
+            .round_ties_even()
+            .clamp(i32::MIN as f32, i32::MAX as f32);
         codes.push(q as i32);
         scales.push(s);
         vals.push(q * s);
@@ -230,26 +245,52 @@ fn int32_bias(b: &ArrayD<f32>, w_scales: &[f32], a_scale: f32) -> (Vec<f32>, Vec
 }
 
 /// Per-layer helper: the activation quantizer feeding slot `slot` of layer `l`.
-fn act_for<'a>(q: &'a Quantized, model: &Model, l: &Layer, slot: usize) -> Option<(ValueId, &'a ActQuant)> {
+fn act_for<'a>(
+    q: &'a Quantized,
+    model: &Model,
+    l: &Layer,
+    slot: usize,
+) -> Option<(ValueId, &'a ActQuant)> {
     let fmt = l.act_format?;
-    let v = model.graph.node(l.node).inputs.get(slot).copied().flatten()?;
+    let v = model
+        .graph
+        .node(l.node)
+        .inputs
+        .get(slot)
+        .copied()
+        .flatten()?;
     let name = model.graph.value(v).name.clone();
     q.acts.get(&(name, fmt.to_string())).map(|a| (v, a))
 }
 
 /// Builds the simulation graph (also the QONNX export when `weight_nodes` is true).
-pub fn qonnx_graph(base: &Model, q: &Quantized, weight_nodes: bool) -> Result<Model, MaterializeError> {
+pub fn qonnx_graph(
+    base: &Model,
+    q: &Quantized,
+    weight_nodes: bool,
+) -> Result<Model, MaterializeError> {
     let mut m = base.clone();
     // Activations: one quantizer per (tensor, format), shared by its consumers.
     let mut made: BTreeMap<(String, String), ValueId> = BTreeMap::new();
     for l in &q.layers {
         for &slot in &l.act_slots {
-            let Some((v, a)) = act_for(q, &m, l, slot) else { continue };
-            let key = (a.name.clone(), l.act_format.map(|f| f.to_string()).unwrap_or_default());
+            let Some((v, a)) = act_for(q, &m, l, slot) else {
+                continue;
+            };
+            let key = (
+                a.name.clone(),
+                l.act_format.map(|f| f.to_string()).unwrap_or_default(),
+            );
             let y = match made.get(&key) {
                 Some(y) => *y,
                 None => {
-                    let y = insert_qonnx(&mut m, v, &a.format, f32_scalar(a.scale), &format!("activation '{}'", a.name))?;
+                    let y = insert_qonnx(
+                        &mut m,
+                        v,
+                        &a.format,
+                        f32_scalar(a.scale),
+                        &format!("activation '{}'", a.name),
+                    )?;
                     made.insert(key, y);
                     y
                 }
@@ -260,11 +301,17 @@ pub fn qonnx_graph(base: &Model, q: &Quantized, weight_nodes: bool) -> Result<Mo
     for l in &q.layers {
         let Some(w) = &l.weight else { continue };
         let name = m.graph.value(w.value).name.clone();
-        let Some(wq) = q.weights.get(&name) else { continue };
+        let Some(wq) = q.weights.get(&name) else {
+            continue;
+        };
         // A weight shared by several layers gets one fake-quantized copy per format.
         let shape = wq.values.shape().to_vec();
         let wv = if m.graph.consumers(w.value).len() > 1 {
-            let c = add_const(&mut m, &format!("{name}_{}", wq.format), Tensor::F32(wq.values.clone()));
+            let c = add_const(
+                &mut m,
+                &format!("{name}_{}", wq.format),
+                Tensor::F32(wq.values.clone()),
+            );
             m.graph.set_input(l.node, w.slot, Some(c));
             c
         } else {
@@ -283,18 +330,44 @@ pub fn qonnx_graph(base: &Model, q: &Quantized, weight_nodes: bool) -> Result<Mo
     Ok(m)
 }
 
-fn bias_int32_qonnx(m: &mut Model, q: &Quantized, l: &Layer, wq: &WeightQuant, nodes: bool) -> Result<(), MaterializeError> {
-    let Some(bslot) = l.bias_slot else { return Ok(()) };
-    let Some(&aslot) = l.act_slots.first() else { return Ok(()) };
-    let Some((_, a)) = act_for(q, m, l, aslot) else { return Ok(()) };
-    let Some(bv) = m.graph.node(l.node).inputs.get(bslot).copied().flatten() else { return Ok(()) };
-    let Some(b) = m.graph.value(bv).constant.as_ref().and_then(|t| t.to_f32().ok()) else { return Ok(()) };
+fn bias_int32_qonnx(
+    m: &mut Model,
+    q: &Quantized,
+    l: &Layer,
+    wq: &WeightQuant,
+    nodes: bool,
+) -> Result<(), MaterializeError> {
+    let Some(bslot) = l.bias_slot else {
+        return Ok(());
+    };
+    let Some(&aslot) = l.act_slots.first() else {
+        return Ok(());
+    };
+    let Some((_, a)) = act_for(q, m, l, aslot) else {
+        return Ok(());
+    };
+    let Some(bv) = m.graph.node(l.node).inputs.get(bslot).copied().flatten() else {
+        return Ok(());
+    };
+    let Some(b) = m
+        .graph
+        .value(bv)
+        .constant
+        .as_ref()
+        .and_then(|t| t.to_f32().ok())
+    else {
+        return Ok(());
+    };
     let (vals, scales, _) = int32_bias(&b, &wq.scales, a.scale);
     let shape = b.shape().to_vec();
     replace_constant(m, bv, tensor_f32(&shape, vals)?);
     if nodes {
         let s = tensor_f32(&shape, scales)?;
-        let f = Format::Int(IntFormat { bits: 16, signed: true, narrow: false });
+        let f = Format::Int(IntFormat {
+            bits: 16,
+            signed: true,
+            narrow: false,
+        });
         // QONNX Quant carries any bit width: write 32 bits via the bitwidth input.
         let y = insert_qonnx(m, bv, &f, s, "bias")?;
         if let Some((n, _)) = m.graph.producer(y) {
@@ -371,9 +444,26 @@ pub fn qdq_blocker(f: &Format, opset: i64, weight: bool) -> Option<String> {
 /// Ops whose attributes or semantics changed between opset 7 and 24 in ways a plain opset bump
 /// would break.
 const OPSET_SENSITIVE: &[&str] = &[
-    "Clip", "Squeeze", "Unsqueeze", "Split", "Slice", "Pad", "Resize", "Upsample", "ReduceSum",
-    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "Dropout", "BatchNormalization",
-    "Softmax", "LogSoftmax", "TopK", "Scatter",
+    "Clip",
+    "Squeeze",
+    "Unsqueeze",
+    "Split",
+    "Slice",
+    "Pad",
+    "Resize",
+    "Upsample",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL2",
+    "Dropout",
+    "BatchNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "TopK",
+    "Scatter",
 ];
 
 /// Raises the default-domain opset to `to` when nothing in the graph changes meaning.
@@ -384,11 +474,22 @@ pub fn raise_opset(m: &mut Model, to: i64) -> Result<(), MaterializeError> {
     }
     for id in m.graph.node_ids() {
         let n = m.graph.node(id);
-        if (n.domain.is_empty() || n.domain == "ai.onnx") && OPSET_SENSITIVE.contains(&n.op_type.as_str()) {
-            return Err(MaterializeError::OpsetUpgrade { from, to, node: n.label(), op: n.op_type.clone() });
+        if (n.domain.is_empty() || n.domain == "ai.onnx")
+            && OPSET_SENSITIVE.contains(&n.op_type.as_str())
+        {
+            return Err(MaterializeError::OpsetUpgrade {
+                from,
+                to,
+                node: n.label(),
+                op: n.op_type.clone(),
+            });
         }
     }
-    let key = if m.opsets.contains_key("ai.onnx") { "ai.onnx" } else { "" };
+    let key = if m.opsets.contains_key("ai.onnx") {
+        "ai.onnx"
+    } else {
+        ""
+    };
     m.opsets.insert(key.into(), to);
     if m.meta.ir_version < 7 {
         m.meta.ir_version = match to {
@@ -407,7 +508,12 @@ fn zero_point(dt: DType) -> Tensor {
     match dt {
         DType::I8 => Tensor::I8(ArrayD::from_elem(ndarray::IxDyn(&[]), 0)),
         DType::U8 => Tensor::U8(ArrayD::from_elem(ndarray::IxDyn(&[]), 0)),
-        other => Tensor::Packed { dtype: other, shape: vec![], data: vec![0; other.packed_len(1)], strings: vec![] },
+        other => Tensor::Packed {
+            dtype: other,
+            shape: vec![],
+            data: vec![0; other.packed_len(1)],
+            strings: vec![],
+        },
     }
 }
 
@@ -436,20 +542,42 @@ fn storage_full_range(dt: DType) -> (i64, i64) {
 }
 
 fn int_tensor(dt: DType, shape: &[usize], codes: &[i64]) -> Result<Tensor, MaterializeError> {
-    let bad = |e: String| MaterializeError::Graph { what: "integer constant".into(), reason: e };
+    let bad = |e: String| MaterializeError::Graph {
+        what: "integer constant".into(),
+        reason: e,
+    };
     Ok(match dt {
-        DType::I8 => Tensor::I8(ArrayD::from_shape_vec(shape.to_vec(), codes.iter().map(|&c| c as i8).collect()).map_err(|e| bad(e.to_string()))?),
-        DType::U8 => Tensor::U8(ArrayD::from_shape_vec(shape.to_vec(), codes.iter().map(|&c| c as u8).collect()).map_err(|e| bad(e.to_string()))?),
-        DType::I32 => Tensor::I32(ArrayD::from_shape_vec(shape.to_vec(), codes.iter().map(|&c| c as i32).collect()).map_err(|e| bad(e.to_string()))?),
+        DType::I8 => Tensor::I8(
+            ArrayD::from_shape_vec(shape.to_vec(), codes.iter().map(|&c| c as i8).collect())
+                .map_err(|e| bad(e.to_string()))?,
+        ),
+        DType::U8 => Tensor::U8(
+            ArrayD::from_shape_vec(shape.to_vec(), codes.iter().map(|&c| c as u8).collect())
+                .map_err(|e| bad(e.to_string()))?,
+        ),
+        DType::I32 => Tensor::I32(
+            ArrayD::from_shape_vec(shape.to_vec(), codes.iter().map(|&c| c as i32).collect())
+                .map_err(|e| bad(e.to_string()))?,
+        ),
         other => {
             let bits = other.bits() as u32;
-            let raw: Vec<u32> = codes.iter().map(|&c| (c as u32) & ((1u64 << bits) - 1) as u32).collect();
+            let raw: Vec<u32> = codes
+                .iter()
+                .map(|&c| (c as u32) & ((1u64 << bits) - 1) as u32)
+                .collect();
             let data = if bits >= 8 {
-                raw.iter().flat_map(|c| c.to_le_bytes()[..(bits / 8) as usize].to_vec()).collect()
+                raw.iter()
+                    .flat_map(|c| c.to_le_bytes()[..(bits / 8) as usize].to_vec())
+                    .collect()
             } else {
                 quant_formats::pack_codes(&raw, bits).map_err(|e| bad(e.to_string()))?
             };
-            Tensor::Packed { dtype: other, shape: shape.to_vec(), data, strings: vec![] }
+            Tensor::Packed {
+                dtype: other,
+                shape: shape.to_vec(),
+                data,
+                strings: vec![],
+            }
         }
     })
 }
@@ -461,12 +589,22 @@ pub fn qdq_graph(base: &Model, q: &Quantized, opset: i64) -> Result<Model, Mater
     let mut made: BTreeMap<(String, String), ValueId> = BTreeMap::new();
     for l in &q.layers {
         for &slot in &l.act_slots {
-            let Some((v, a)) = act_for(q, &m, l, slot) else { continue };
+            let Some((v, a)) = act_for(q, &m, l, slot) else {
+                continue;
+            };
             let what = format!("activation '{}'", a.name);
             if let Some(reason) = qdq_blocker(&a.format, opset, false) {
-                return Err(MaterializeError::NotRepresentable { what, format: a.format.to_string(), style: "QDQ", reason });
+                return Err(MaterializeError::NotRepresentable {
+                    what,
+                    format: a.format.to_string(),
+                    style: "QDQ",
+                    reason,
+                });
             }
-            let key = (a.name.clone(), l.act_format.map(|f| f.to_string()).unwrap_or_default());
+            let key = (
+                a.name.clone(),
+                l.act_format.map(|f| f.to_string()).unwrap_or_default(),
+            );
             let y = match made.get(&key) {
                 Some(y) => *y,
                 None => {
@@ -481,10 +619,17 @@ pub fn qdq_graph(base: &Model, q: &Quantized, opset: i64) -> Result<Model, Mater
     for l in &q.layers {
         let Some(w) = &l.weight else { continue };
         let name = m.graph.value(w.value).name.clone();
-        let Some(wq) = q.weights.get(&name) else { continue };
+        let Some(wq) = q.weights.get(&name) else {
+            continue;
+        };
         let what = format!("weight '{name}'");
         if let Some(reason) = qdq_blocker(&wq.format, opset, true) {
-            return Err(MaterializeError::NotRepresentable { what, format: wq.format.to_string(), style: "QDQ", reason });
+            return Err(MaterializeError::NotRepresentable {
+                what,
+                format: wq.format.to_string(),
+                style: "QDQ",
+                reason,
+            });
         }
         let y = insert_qdq_weight(&mut m, wq, opset, &what)?;
         m.graph.set_input(l.node, w.slot, Some(y));
@@ -492,12 +637,26 @@ pub fn qdq_graph(base: &Model, q: &Quantized, opset: i64) -> Result<Model, Mater
             if let (Some(bslot), Some(&aslot)) = (l.bias_slot, l.act_slots.first()) {
                 if let Some((_, a)) = act_for(q, &m, l, aslot) {
                     let bv = m.graph.node(l.node).inputs.get(bslot).copied().flatten();
-                    if let Some(b) = bv.and_then(|bv| m.graph.value(bv).constant.as_ref().and_then(|t| t.to_f32().ok())) {
+                    if let Some(b) = bv.and_then(|bv| {
+                        m.graph
+                            .value(bv)
+                            .constant
+                            .as_ref()
+                            .and_then(|t| t.to_f32().ok())
+                    }) {
                         let (_, scales, codes) = int32_bias(&b, &wq.scales, a.scale);
                         let codes: Vec<i64> = codes.into_iter().map(i64::from).collect();
                         let shape = b.shape().to_vec();
-                        let c = add_const(&mut m, &format!("{name}_bias_q"), int_tensor(DType::I32, &shape, &codes)?);
-                        let s = add_const(&mut m, &format!("{name}_bias_scale"), tensor_f32(&shape, scales)?);
+                        let c = add_const(
+                            &mut m,
+                            &format!("{name}_bias_q"),
+                            int_tensor(DType::I32, &shape, &codes)?,
+                        );
+                        let s = add_const(
+                            &mut m,
+                            &format!("{name}_bias_scale"),
+                            tensor_f32(&shape, scales)?,
+                        );
                         let out = new_value(&mut m, &format!("{name}_bias_dq"), c);
                         m.graph.value_mut(out).dtype = Some(DType::F32);
                         // Per-element scales: DequantizeLinear needs a 1-D per-axis scale.
@@ -516,7 +675,12 @@ pub fn qdq_graph(base: &Model, q: &Quantized, opset: i64) -> Result<Model, Mater
     Ok(m)
 }
 
-fn insert_qdq_act(m: &mut Model, x: ValueId, a: &ActQuant, what: &str) -> Result<ValueId, MaterializeError> {
+fn insert_qdq_act(
+    m: &mut Model,
+    x: ValueId,
+    a: &ActQuant,
+    what: &str,
+) -> Result<ValueId, MaterializeError> {
     let (dt, _) = qdq_type(&a.format).ok_or_else(|| MaterializeError::NotRepresentable {
         what: what.into(),
         format: a.format.to_string(),
@@ -530,12 +694,19 @@ fn insert_qdq_act(m: &mut Model, x: ValueId, a: &ActQuant, what: &str) -> Result
     m.graph.value_mut(q).dtype = Some(dt);
     let mut attrs = Vec::new();
     if let Format::Float(f) = &a.format {
-        attrs.push(attr_i("saturate", i64::from(f.overflow == Overflow::Saturate)));
+        attrs.push(attr_i(
+            "saturate",
+            i64::from(f.overflow == Overflow::Saturate),
+        ));
     }
     let node = Node {
         name: m.graph.fresh_name(&format!("{base}_QuantizeLinear")),
         attrs,
-        ..Node::new("QuantizeLinear", vec![Some(x), Some(s), Some(zp)], vec![Some(q)])
+        ..Node::new(
+            "QuantizeLinear",
+            vec![Some(x), Some(s), Some(zp)],
+            vec![Some(q)],
+        )
     };
     add_node(m, node, what)?;
     let mut qv = q;
@@ -557,7 +728,11 @@ fn insert_qdq_act(m: &mut Model, x: ValueId, a: &ActQuant, what: &str) -> Result
     m.graph.value_mut(y).dtype = Some(DType::F32);
     let node = Node {
         name: m.graph.fresh_name(&format!("{base}_DequantizeLinear")),
-        ..Node::new("DequantizeLinear", vec![Some(qv), Some(s), Some(zp)], vec![Some(y)])
+        ..Node::new(
+            "DequantizeLinear",
+            vec![Some(qv), Some(s), Some(zp)],
+            vec![Some(y)],
+        )
     };
     add_node(m, node, what)?;
     Ok(y)
@@ -573,7 +748,12 @@ fn mx_elem_dtype(e: MxElement) -> Option<DType> {
     })
 }
 
-fn insert_qdq_weight(m: &mut Model, wq: &WeightQuant, opset: i64, what: &str) -> Result<ValueId, MaterializeError> {
+fn insert_qdq_weight(
+    m: &mut Model,
+    wq: &WeightQuant,
+    opset: i64,
+    what: &str,
+) -> Result<ValueId, MaterializeError> {
     let shape = wq.values.shape().to_vec();
     let base = wq.name.clone();
     let unrepresentable = |reason: String| MaterializeError::NotRepresentable {
@@ -599,27 +779,59 @@ fn insert_qdq_weight(m: &mut Model, wq: &WeightQuant, opset: i64, what: &str) ->
     let (codes_t, scale_t) = match wq.format {
         Format::Int(i) => {
             let dt = if i.bits == 4 && opset >= 21 {
-                if i.signed { DType::I4 } else { DType::U4 }
+                if i.signed {
+                    DType::I4
+                } else {
+                    DType::U4
+                }
             } else {
-                qdq_type(&wq.format).map(|t| t.0).ok_or_else(|| unrepresentable("no ONNX type".into()))?
+                qdq_type(&wq.format)
+                    .map(|t| t.0)
+                    .ok_or_else(|| unrepresentable("no ONNX type".into()))?
             };
-            let codes: Vec<i64> = flat.iter().enumerate().map(|(k, &v)| (v / scale_of(k)).round_ties_even() as i64).collect();
+            let codes: Vec<i64> = flat
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| (v / scale_of(k)).round_ties_even() as i64)
+                .collect();
             (int_tensor(dt, &shape, &codes)?, wq.scales.clone())
         }
         Format::Float(_) => {
-            let (dt, _) = qdq_type(&wq.format).ok_or_else(|| unrepresentable("no ONNX float type".into()))?;
-            let codes: Vec<u32> = flat.iter().enumerate().map(|(k, &v)| wq.format.encode(v / scale_of(k))).collect();
+            let (dt, _) =
+                qdq_type(&wq.format).ok_or_else(|| unrepresentable("no ONNX float type".into()))?;
+            let codes: Vec<u32> = flat
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| wq.format.encode(v / scale_of(k)))
+                .collect();
             let data = if dt.bits() == 8 {
                 codes.iter().map(|&c| c as u8).collect()
             } else {
-                quant_formats::pack_codes(&codes, dt.bits() as u32).map_err(|e| unrepresentable(e.to_string()))?
+                quant_formats::pack_codes(&codes, dt.bits() as u32)
+                    .map_err(|e| unrepresentable(e.to_string()))?
             };
-            (Tensor::Packed { dtype: dt, shape: shape.clone(), data, strings: vec![] }, wq.scales.clone())
+            (
+                Tensor::Packed {
+                    dtype: dt,
+                    shape: shape.clone(),
+                    data,
+                    strings: vec![],
+                },
+                wq.scales.clone(),
+            )
         }
         Format::Mx(mx) => {
             let axis = wq.mx_axis.unwrap_or(0);
-            let dt = mx_elem_dtype(mx.element).ok_or_else(|| unrepresentable("ONNX has no float6 or MX-int8 element type; use mxfp8/mxfp4".into()))?;
-            let elem = mx.element.float_format().map(Format::Float).ok_or_else(|| unrepresentable("no element format".into()))?;
+            let dt = mx_elem_dtype(mx.element).ok_or_else(|| {
+                unrepresentable(
+                    "ONNX has no float6 or MX-int8 element type; use mxfp8/mxfp4".into(),
+                )
+            })?;
+            let elem = mx
+                .element
+                .float_format()
+                .map(Format::Float)
+                .ok_or_else(|| unrepresentable("no element format".into()))?;
             let bs = mx.block_size as usize;
             let outer: usize = shape[..axis].iter().product();
             let d = shape[axis];
@@ -633,7 +845,8 @@ fn insert_qdq_weight(m: &mut Model, wq: &WeightQuant, opset: i64, what: &str) ->
                 for b in 0..nb {
                     for k in 0..inn {
                         let idx = |j: usize| (o * d + j) * inn + k;
-                        let amax = (b * bs..((b + 1) * bs).min(d)).fold(0f32, |mx_, j| mx_.max(flat[idx(j)].abs()));
+                        let amax = (b * bs..((b + 1) * bs).min(d))
+                            .fold(0f32, |mx_, j| mx_.max(flat[idx(j)].abs()));
                         let e = quant_formats::mx::shared_exponent(amax, mx.element.emax());
                         exps[(o * nb + b) * inn + k] = quant_formats::mx::e8m0_code(e);
                         let sc = (e.unwrap_or(0) as f32).exp2();
@@ -646,16 +859,34 @@ fn insert_qdq_weight(m: &mut Model, wq: &WeightQuant, opset: i64, what: &str) ->
             let data = if dt.bits() == 8 {
                 codes.iter().map(|&c| c as u8).collect()
             } else {
-                quant_formats::pack_codes(&codes, dt.bits() as u32).map_err(|e| unrepresentable(e.to_string()))?
+                quant_formats::pack_codes(&codes, dt.bits() as u32)
+                    .map_err(|e| unrepresentable(e.to_string()))?
             };
             attrs.push(attr_i("axis", axis as i64));
             attrs.push(attr_i("block_size", bs as i64));
             // At opset 24 DequantizeLinear outputs the scale's type unless told otherwise.
             attrs.push(attr_i("output_dtype", 1));
-            let st = Tensor::Packed { dtype: DType::F8E8M0, shape: sshape, data: exps, strings: vec![] };
-            let c = add_const(m, &format!("{base}_quantized"), Tensor::Packed { dtype: dt, shape: shape.clone(), data, strings: vec![] });
+            let st = Tensor::Packed {
+                dtype: DType::F8E8M0,
+                shape: sshape,
+                data: exps,
+                strings: vec![],
+            };
+            let c = add_const(
+                m,
+                &format!("{base}_quantized"),
+                Tensor::Packed {
+                    dtype: dt,
+                    shape: shape.clone(),
+                    data,
+                    strings: vec![],
+                },
+            );
             let s = add_const(m, &format!("{base}_scale"), st);
-            let y = m.graph.add_value(Value { dtype: Some(DType::F32), ..Value::named(&m.graph.fresh_name(&format!("{base}_dequantized"))) });
+            let y = m.graph.add_value(Value {
+                dtype: Some(DType::F32),
+                ..Value::named(&m.graph.fresh_name(&format!("{base}_dequantized")))
+            });
             let node = Node {
                 name: m.graph.fresh_name(&format!("{base}_DequantizeLinear")),
                 attrs,
@@ -668,11 +899,19 @@ fn insert_qdq_weight(m: &mut Model, wq: &WeightQuant, opset: i64, what: &str) ->
     let c = add_const(m, &format!("{base}_quantized"), codes_t);
     let s = if let Some(a) = wq.axis {
         attrs.push(attr_i("axis", a as i64));
-        add_const(m, &format!("{base}_scale"), tensor_f32(&[scale_t.len()], scale_t)?)
+        add_const(
+            m,
+            &format!("{base}_scale"),
+            tensor_f32(&[scale_t.len()], scale_t)?,
+        )
     } else {
         add_const(m, &format!("{base}_scale"), f32_scalar(scale_t[0]))
     };
-    let y = m.graph.add_value(Value { dtype: Some(DType::F32), shape: None, ..Value::named(&m.graph.fresh_name(&format!("{base}_dequantized"))) });
+    let y = m.graph.add_value(Value {
+        dtype: Some(DType::F32),
+        shape: None,
+        ..Value::named(&m.graph.fresh_name(&format!("{base}_dequantized")))
+    });
     let node = Node {
         name: m.graph.fresh_name(&format!("{base}_DequantizeLinear")),
         attrs,

@@ -13,5 +13,7 @@ pub mod plan;
 pub mod recipe;
 pub mod sweep_eval;
 
-pub use pipeline::{evaluate, export, prepare, quantize, EvalReport, QuantizeError, QuantizeResult};
+pub use pipeline::{
+    evaluate, export, prepare, quantize, EvalReport, QuantizeError, QuantizeResult,
+};
 pub use recipe::Recipe;

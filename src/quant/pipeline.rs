@@ -52,10 +52,18 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
     // weights, so they stop being overridable inputs (the export then needs IR ≥ 4).
     let g = &mut model.graph;
     let before = g.inputs.len();
-    let consts: Vec<ValueId> = g.inputs.iter().copied().filter(|&v| g.value(v).constant.is_some()).collect();
+    let consts: Vec<ValueId> = g
+        .inputs
+        .iter()
+        .copied()
+        .filter(|&v| g.value(v).constant.is_some())
+        .collect();
     g.inputs.retain(|v| !consts.contains(v));
     if g.inputs.len() != before {
-        log.push(format!("{} initializer-backed graph inputs treated as weights", before - g.inputs.len()));
+        log.push(format!(
+            "{} initializer-backed graph inputs treated as weights",
+            before - g.inputs.len()
+        ));
         model.meta.ir_version = model.meta.ir_version.max(4);
     }
     let folded = crate::ir::fold::fold_constants(model).map_err(model_err)?;
@@ -63,17 +71,24 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
         log.push(format!("constant folding: {folded} nodes folded"));
     }
     if let Some(n) = generalize_batch(model)? {
-        log.push(format!("batch dimension made dynamic ({n} Reshape shapes rewritten from 1 to -1)"));
+        log.push(format!(
+            "batch dimension made dynamic ({n} Reshape shapes rewritten from 1 to -1)"
+        ));
     }
     for p in passes {
         match p.as_str() {
             "fold-batch-norm" => {
                 let n = crate::ir::fold::fold_batch_norm(model).map_err(model_err)?;
-                log.push(format!("fold-batch-norm: {n} BatchNormalization nodes folded"));
+                log.push(format!(
+                    "fold-batch-norm: {n} BatchNormalization nodes folded"
+                ));
             }
             "equalize-channels" => {
-                let r = crate::passes::equalize::equalize_channels(model, &crate::passes::EqualizeOptions::default())
-                    .map_err(model_err)?;
+                let r = crate::passes::equalize::equalize_channels(
+                    model,
+                    &crate::passes::EqualizeOptions::default(),
+                )
+                .map_err(model_err)?;
                 log.push(format!(
                     "equalize-channels: {} pairs equalized over {} sweeps (last max change {:.2e}), {} skipped{}",
                     r.pairs.len(),
@@ -106,7 +121,12 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
 /// Returns the number of Reshape shapes rewritten, or `None` when nothing was done.
 pub fn generalize_batch(model: &mut Model) -> Result<Option<usize>, QuantizeError> {
     let g = &model.graph;
-    let req: Vec<ValueId> = g.inputs.iter().copied().filter(|&v| g.value(v).constant.is_none()).collect();
+    let req: Vec<ValueId> = g
+        .inputs
+        .iter()
+        .copied()
+        .filter(|&v| g.value(v).constant.is_none())
+        .collect();
     let fixed_one = !req.is_empty()
         && req.iter().all(|&v| {
             g.value(v)
@@ -125,15 +145,21 @@ pub fn generalize_batch(model: &mut Model) -> Result<Option<usize>, QuantizeErro
         if node.op_type != "Reshape" {
             continue;
         }
-        let Some(sv) = node.inputs.get(1).copied().flatten() else { continue };
-        let Some(Tensor::I64(a)) = cand.graph.value(sv).constant.as_deref().cloned() else { continue };
+        let Some(sv) = node.inputs.get(1).copied().flatten() else {
+            continue;
+        };
+        let Some(Tensor::I64(a)) = cand.graph.value(sv).constant.as_deref().cloned() else {
+            continue;
+        };
         let v: Vec<i64> = a.iter().copied().collect();
         if v.len() >= 2 && v[0] == 1 && !v.contains(&-1) {
             let mut nv = v.clone();
             nv[0] = -1;
             let t = Tensor::i64(&[nv.len()], nv).map_err(model_err)?;
             // A shape constant shared with other nodes gets its own copy.
-            let name = cand.graph.fresh_name(&format!("{}_any_batch", cand.graph.value(sv).name));
+            let name = cand
+                .graph
+                .fresh_name(&format!("{}_any_batch", cand.graph.value(sv).name));
             let c = cand.graph.add_constant(&name, t);
             cand.graph.set_input(id, 1, Some(c));
             rewritten += 1;
@@ -152,14 +178,18 @@ pub fn generalize_batch(model: &mut Model) -> Result<Option<usize>, QuantizeErro
         }
     }
     // Check: a batch of two equals the two samples run alone (deterministic pseudo-random data).
-    let Ok(interp) = Interpreter::new(&cand) else { return Ok(None) };
+    let Ok(interp) = Interpreter::new(&cand) else {
+        return Ok(None);
+    };
     let orig = Interpreter::new(model).map_err(model_err)?;
     let mut feeds2 = Vec::new();
     let mut feeds_a = Vec::new();
     let mut feeds_b = Vec::new();
     for &v in &req {
         let val = model.graph.value(v);
-        let Some(shape) = val.static_shape() else { return Ok(None) };
+        let Some(shape) = val.static_shape() else {
+            return Ok(None);
+        };
         if val.dtype.is_some_and(|d| d != DType::F32) {
             return Ok(None);
         }
@@ -181,15 +211,23 @@ pub fn generalize_batch(model: &mut Model) -> Result<Option<usize>, QuantizeErro
         feeds_a.push((name.clone(), Tensor::f32(&shape, a).map_err(model_err)?));
         feeds_b.push((name, Tensor::f32(&shape, b).map_err(model_err)?));
     }
-    let (Ok(o2), Ok(oa), Ok(ob)) = (interp.run(&feeds2), orig.run(&feeds_a), orig.run(&feeds_b)) else {
+    let (Ok(o2), Ok(oa), Ok(ob)) = (interp.run(&feeds2), orig.run(&feeds_a), orig.run(&feeds_b))
+    else {
         return Ok(None);
     };
     for ((x2, xa), xb) in o2.iter().zip(&oa).zip(&ob) {
-        let (Ok(x2), Ok(xa), Ok(xb)) = (x2.1.to_f32(), xa.1.to_f32(), xb.1.to_f32()) else { return Ok(None) };
+        let (Ok(x2), Ok(xa), Ok(xb)) = (x2.1.to_f32(), xa.1.to_f32(), xb.1.to_f32()) else {
+            return Ok(None);
+        };
         let joined: Vec<f32> = xa.iter().chain(xb.iter()).copied().collect();
         let got: Vec<f32> = x2.iter().copied().collect();
         let scale = joined.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
-        if got.len() != joined.len() || got.iter().zip(&joined).any(|(p, q)| (p - q).abs() > 1e-5 * scale) {
+        if got.len() != joined.len()
+            || got
+                .iter()
+                .zip(&joined)
+                .any(|(p, q)| (p - q).abs() > 1e-5 * scale)
+        {
             return Ok(None);
         }
     }
@@ -301,11 +339,21 @@ pub fn calibration_stats(
     let layers = plan::plan(model, &r)?;
     let interp = Interpreter::new(model).map_err(model_err)?;
     let watch = watched_activations(model, &layers);
-    Ok(calibrate::observe(&interp, calib, recipe.batch_size, &watch, &r.clip)?)
+    Ok(calibrate::observe(
+        &interp,
+        calib,
+        recipe.batch_size,
+        &watch,
+        &r.clip,
+    )?)
 }
 
 /// Calibrates and quantizes `model` (already prepared) on `calib`.
-pub fn quantize(model: &Model, recipe: &Recipe, calib: &Dataset) -> Result<QuantizeResult, QuantizeError> {
+pub fn quantize(
+    model: &Model,
+    recipe: &Recipe,
+    calib: &Dataset,
+) -> Result<QuantizeResult, QuantizeError> {
     let set = calibration_stats(model, recipe, calib)?;
     if recipe.passes.iter().any(|p| p == "gptq") {
         let (gmodel, log, scales) = gptq_weights(model, recipe, calib)?;
@@ -348,7 +396,10 @@ fn gptq_weights(
     let layers = plan::plan(model, &r)?;
     let targets: Vec<&Layer> = layers
         .iter()
-        .filter(|l| l.weight.is_some() && matches!(l.weight_format, Some(f) if !matches!(f, quant_formats::Format::Mx(_))))
+        .filter(|l| {
+            l.weight.is_some()
+                && matches!(l.weight_format, Some(f) if !matches!(f, quant_formats::Format::Mx(_)))
+        })
         .filter(|l| l.act_slots.first().is_some())
         .collect();
     let pass_err = |e: crate::passes::PassError| QuantizeError::Model(format!("gptq: {e}"));
@@ -357,18 +408,35 @@ fn gptq_weights(
     for (i, l) in targets.iter().enumerate() {
         let (dim, groups) = hessian_dims(&model.graph, l.node).map_err(pass_err)?;
         acc.push((0..groups).map(|_| HessianAccumulator::new(dim)).collect());
-        if let Some(v) = model.graph.node(l.node).inputs.get(l.act_slots[0]).copied().flatten() {
+        if let Some(v) = model
+            .graph
+            .node(l.node)
+            .inputs
+            .get(l.act_slots[0])
+            .copied()
+            .flatten()
+        {
             want.entry(v).or_default().push(i);
         }
     }
     let interp = Interpreter::new(model).map_err(model_err)?;
     for b in calib.batches(recipe.batch_size).map_err(eval_err)? {
         let b = b.map_err(eval_err)?;
-        let feeds: Vec<(String, Tensor)> = b.inputs.into_iter().map(|(n, a)| (n, Tensor::F32(a))).collect();
-        let mut cap = InputCapture { want: want.clone(), got: BTreeMap::new() };
-        interp.run_batched_observed(&feeds, None, &mut cap).map_err(model_err)?;
+        let feeds: Vec<(String, Tensor)> = b
+            .inputs
+            .into_iter()
+            .map(|(n, a)| (n, Tensor::F32(a)))
+            .collect();
+        let mut cap = InputCapture {
+            want: want.clone(),
+            got: BTreeMap::new(),
+        };
+        interp
+            .run_batched_observed(&feeds, None, &mut cap)
+            .map_err(model_err)?;
         for (i, x) in cap.got {
-            let rows = layer_input_rows(&model.graph, targets[i].node, &x.view()).map_err(pass_err)?;
+            let rows =
+                layer_input_rows(&model.graph, targets[i].node, &x.view()).map_err(pass_err)?;
             for (a, r) in acc[i].iter_mut().zip(rows) {
                 a.update(r.view()).map_err(pass_err)?;
             }
@@ -379,11 +447,26 @@ fn gptq_weights(
     let mut fixed = BTreeMap::new();
     let opts = crate::passes::GptqOptions::default();
     for (i, l) in targets.iter().enumerate() {
-        let (Some(w), Some(fmt)) = (&l.weight, l.weight_format) else { continue };
-        let hs: Vec<_> = acc[i].iter().map(|a| a.finish()).collect::<Result<_, _>>().map_err(pass_err)?;
+        let (Some(w), Some(fmt)) = (&l.weight, l.weight_format) else {
+            continue;
+        };
+        let hs: Vec<_> = acc[i]
+            .iter()
+            .map(|a| a.finish())
+            .collect::<Result<_, _>>()
+            .map_err(pass_err)?;
         // Scales of the float weight, as round-to-nearest would choose them.
-        let wq = calibrate::quantize_weight(&m, l, recipe.granularity == Granularity::PerChannel, recipe.weight_method, r.scale_rounding, None)?
-            .ok_or_else(|| QuantizeError::Model(format!("gptq: layer {} has no weight quantizer", l.name)))?;
+        let wq = calibrate::quantize_weight(
+            &m,
+            l,
+            recipe.granularity == Granularity::PerChannel,
+            recipe.weight_method,
+            r.scale_rounding,
+            None,
+        )?
+        .ok_or_else(|| {
+            QuantizeError::Model(format!("gptq: layer {} has no weight quantizer", l.name))
+        })?;
         let scales = wq.scales.clone();
         let per_channel = wq.axis.is_some();
         let res = gptq_layer(
@@ -391,13 +474,23 @@ fn gptq_weights(
             l.node,
             &hs,
             |o, v| {
-                let s = if per_channel { scales.get(o).copied().unwrap_or(scales[0]) } else { scales[0] };
+                let s = if per_channel {
+                    scales.get(o).copied().unwrap_or(scales[0])
+                } else {
+                    scales[0]
+                };
                 s * fmt.quantize_value(v / s)
             },
             &opts,
         )
         .map_err(pass_err)?;
-        log.push(format!("gptq: {} ({} groups, damping {:.3e}, {} dead columns)", l.name, hs.len(), res.damp, res.dead_columns));
+        log.push(format!(
+            "gptq: {} ({} groups, damping {:.3e}, {} dead columns)",
+            l.name,
+            hs.len(),
+            res.damp,
+            res.dead_columns
+        ));
         fixed.insert(m.graph.value(w.value).name.clone(), wq.scales);
     }
     Ok((m, log, fixed))
@@ -421,7 +514,14 @@ fn quantize_with_fixed(
 ) -> Result<QuantizeResult, QuantizeError> {
     let r = recipe.resolve()?;
     let layers = plan::plan(model, &r)?;
-    let acts = calibrate::activation_quantizers(model, &layers, set, &r.clip, r.scale_rounding, recipe.unsigned_acts)?;
+    let acts = calibrate::activation_quantizers(
+        model,
+        &layers,
+        set,
+        &r.clip,
+        r.scale_rounding,
+        recipe.unsigned_acts,
+    )?;
     let mut weights = BTreeMap::new();
     let mut reports = Vec::new();
     for l in &layers {
@@ -476,23 +576,36 @@ fn quantize_with_fixed(
 }
 
 /// Materializes the export in the requested style and opset.
-pub fn export(result: &QuantizeResult, style: ExportStyle, opset: Option<i64>) -> Result<(Model, &'static str, i64), QuantizeError> {
+pub fn export(
+    result: &QuantizeResult,
+    style: ExportStyle,
+    opset: Option<i64>,
+) -> Result<(Model, &'static str, i64), QuantizeError> {
     let own = result.float.default_opset().unwrap_or(13);
     let q = &result.quantized;
     let try_qdq = |opset: i64| materialize::qdq_graph(&result.float, q, opset);
     match style {
-        ExportStyle::Qonnx => Ok((materialize::qonnx_graph(&result.float, q, true)?, "qonnx", own)),
+        ExportStyle::Qonnx => Ok((
+            materialize::qonnx_graph(&result.float, q, true)?,
+            "qonnx",
+            own,
+        )),
         ExportStyle::Qdq => {
-            let o = opset.unwrap_or_else(|| own.max(materialize::required_opset(q, ExportStyle::Qdq)));
+            let o =
+                opset.unwrap_or_else(|| own.max(materialize::required_opset(q, ExportStyle::Qdq)));
             Ok((try_qdq(o)?, "qdq", o))
         }
         ExportStyle::Auto => {
-            let o = opset.unwrap_or_else(|| own.max(materialize::required_opset(q, ExportStyle::Qdq)));
+            let o =
+                opset.unwrap_or_else(|| own.max(materialize::required_opset(q, ExportStyle::Qdq)));
             match try_qdq(o) {
                 Ok(m) => Ok((m, "qdq", o)),
-                Err(MaterializeError::NotRepresentable { .. }) | Err(MaterializeError::OpsetUpgrade { .. }) => {
-                    Ok((materialize::qonnx_graph(&result.float, q, true)?, "qonnx", own))
-                }
+                Err(MaterializeError::NotRepresentable { .. })
+                | Err(MaterializeError::OpsetUpgrade { .. }) => Ok((
+                    materialize::qonnx_graph(&result.float, q, true)?,
+                    "qonnx",
+                    own,
+                )),
                 Err(e) => Err(e.into()),
             }
         }
@@ -551,10 +664,18 @@ fn eval_err(e: impl std::fmt::Display) -> QuantizeError {
 }
 
 /// Runs float and simulation models over `data` and compares them.
-pub fn evaluate(result: &QuantizeResult, data: &Dataset, batch_size: usize) -> Result<EvalReport, QuantizeError> {
+pub fn evaluate(
+    result: &QuantizeResult,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<EvalReport, QuantizeError> {
     let fi = Interpreter::new(&result.float).map_err(model_err)?;
     let qi = Interpreter::new(&result.sim).map_err(model_err)?;
-    let out_name = fi.output_names().into_iter().next().ok_or_else(|| eval_err("the model has no output"))?;
+    let out_name = fi
+        .output_names()
+        .into_iter()
+        .next()
+        .ok_or_else(|| eval_err("the model has no output"))?;
     let diag: Vec<(String, ActQuant)> = result
         .quantized
         .acts
@@ -576,13 +697,32 @@ pub fn evaluate(result: &QuantizeResult, data: &Dataset, batch_size: usize) -> R
     for b in data.batches(batch_size).map_err(eval_err)? {
         let b = b.map_err(eval_err)?;
         samples += b.len();
-        let feeds: Vec<(String, Tensor)> = b.inputs.iter().map(|(n, a)| (n.clone(), Tensor::F32(a.clone()))).collect();
-        let mut cf = Capture { names: capture_ids(&result.float, &names), got: BTreeMap::new() };
-        let mut cq = Capture { names: capture_ids(&result.sim, &names), got: BTreeMap::new() };
-        let fo = fi.run_batched_observed(&feeds, None, &mut cf).map_err(eval_err)?;
-        let qo = qi.run_batched_observed(&feeds, None, &mut cq).map_err(eval_err)?;
+        let feeds: Vec<(String, Tensor)> = b
+            .inputs
+            .iter()
+            .map(|(n, a)| (n.clone(), Tensor::F32(a.clone())))
+            .collect();
+        let mut cf = Capture {
+            names: capture_ids(&result.float, &names),
+            got: BTreeMap::new(),
+        };
+        let mut cq = Capture {
+            names: capture_ids(&result.sim, &names),
+            got: BTreeMap::new(),
+        };
+        let fo = fi
+            .run_batched_observed(&feeds, None, &mut cf)
+            .map_err(eval_err)?;
+        let qo = qi
+            .run_batched_observed(&feeds, None, &mut cq)
+            .map_err(eval_err)?;
         let get = |o: &Vec<(String, Tensor)>| -> Result<ArrayD<f32>, QuantizeError> {
-            o.iter().find(|x| x.0 == out_name).ok_or_else(|| eval_err("missing output"))?.1.to_f32().map_err(eval_err)
+            o.iter()
+                .find(|x| x.0 == out_name)
+                .ok_or_else(|| eval_err("missing output"))?
+                .1
+                .to_f32()
+                .map_err(eval_err)
         };
         let (f, q) = (get(&fo)?, get(&qo)?);
         if let Some(l) = &b.labels {
@@ -596,7 +736,9 @@ pub fn evaluate(result: &QuantizeResult, data: &Dataset, batch_size: usize) -> R
         sqnr.update(f.view(), q.view()).map_err(eval_err)?;
         cos.update(f.view(), q.view()).map_err(eval_err)?;
         for (i, (n, a)) in diag.iter().enumerate() {
-            let (Some(xf), Some(xq)) = (cf.got.get(n), cq.got.get(n)) else { continue };
+            let (Some(xf), Some(xq)) = (cf.got.get(n), cq.got.get(n)) else {
+                continue;
+            };
             let flat: Vec<f32> = xf.iter().copied().collect();
             let mut qv = vec![0f32; flat.len()];
             a.format.fake_quantize(&flat, a.scale, &mut qv);
@@ -655,17 +797,31 @@ mod tests {
     fn w1_batch_one_model_runs_batched_after_prepare() {
         let mut m = w1();
         let log = prepare(&mut m, &["fold-batch-norm".to_string()]).expect("prepare");
-        assert!(log.iter().any(|l| l.contains("batch dimension made dynamic")), "{log:?}");
+        assert!(
+            log.iter()
+                .any(|l| l.contains("batch dimension made dynamic")),
+            "{log:?}"
+        );
         let interp = Interpreter::new(&m).expect("interp");
-        let x = Tensor::f32(&[8, 1, 28, 28], (0..8 * 784).map(|i| (i % 255) as f32).collect()).expect("x");
-        let out = interp.run(&[("Input3".into(), x.clone())]).expect("batched run");
+        let x = Tensor::f32(
+            &[8, 1, 28, 28],
+            (0..8 * 784).map(|i| (i % 255) as f32).collect(),
+        )
+        .expect("x");
+        let out = interp
+            .run(&[("Input3".into(), x.clone())])
+            .expect("batched run");
         assert_eq!(out[0].1.shape(), &[8, 10]);
         // Same numbers as the original batch-1 model sample by sample.
         let orig = Interpreter::new(&w1()).expect("orig");
         let all = out[0].1.to_f32().expect("f32");
         let xs = x.to_f32().expect("f32");
         for i in 0..8 {
-            let xi = Tensor::F32(xs.slice(ndarray::s![i..i + 1, .., .., ..]).to_owned().into_dyn());
+            let xi = Tensor::F32(
+                xs.slice(ndarray::s![i..i + 1, .., .., ..])
+                    .to_owned()
+                    .into_dyn(),
+            );
             let o = orig.run(&[("Input3".into(), xi)]).expect("single");
             let o = o[0].1.to_f32().expect("f32");
             for (a, b) in o.iter().zip(all.slice(ndarray::s![i, ..]).iter()) {

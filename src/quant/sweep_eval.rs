@@ -45,14 +45,27 @@ fn err(e: impl std::fmt::Display) -> QuantizeError {
 
 impl SweepEvaluator {
     /// Prepares the shared work: the float model (after `base.passes`) and its outputs on `eval`.
-    pub fn new(mut model: Model, base: Recipe, calib: Dataset, eval: &Dataset) -> Result<Self, QuantizeError> {
+    pub fn new(
+        mut model: Model,
+        base: Recipe,
+        calib: Dataset,
+        eval: &Dataset,
+    ) -> Result<Self, QuantizeError> {
         pipeline::prepare(&mut model, &base.passes)?;
         let interp = Interpreter::new(&model).map_err(err)?;
-        let output = interp.output_names().into_iter().next().ok_or_else(|| err("the model has no output"))?;
+        let output = interp
+            .output_names()
+            .into_iter()
+            .next()
+            .ok_or_else(|| err("the model has no output"))?;
         let mut batches = Vec::new();
         for b in eval.batches(base.batch_size).map_err(err)? {
             let b = b.map_err(err)?;
-            let feeds: Vec<(String, Tensor)> = b.inputs.into_iter().map(|(n, a)| (n, Tensor::F32(a))).collect();
+            let feeds: Vec<(String, Tensor)> = b
+                .inputs
+                .into_iter()
+                .map(|(n, a)| (n, Tensor::F32(a)))
+                .collect();
             let outs = interp.run_batched(&feeds, None).map_err(err)?;
             let float_out = outs
                 .into_iter()
@@ -61,12 +74,19 @@ impl SweepEvaluator {
                 .1
                 .to_f32()
                 .map_err(err)?;
-            batches.push(EvalBatch { feeds, float_out, labels: b.labels });
+            batches.push(EvalBatch {
+                feeds,
+                float_out,
+                labels: b.labels,
+            });
         }
         let layers = super::plan::plan(&model, &base.resolve()?)?;
         let descs = super::cost::layer_descs(&model, &layers).map_err(err)?;
         let max_n = descs.iter().map(|d| d.n).max().unwrap_or(1);
-        let weight_counts = descs.iter().map(|d| (d.name.clone(), d.weight_count)).collect();
+        let weight_counts = descs
+            .iter()
+            .map(|d| (d.name.clone(), d.weight_count))
+            .collect();
         Ok(SweepEvaluator {
             model,
             base,
@@ -125,11 +145,19 @@ impl SweepEvaluator {
         // Statistics cover every compute layer's input, whatever the formats: one set per
         // histogram need serves all configurations.
         let key = format!("hist={needs_hist}");
-        if let Some(s) = self.stats.lock().map_err(|_| err("statistics cache poisoned"))?.get(&key) {
+        if let Some(s) = self
+            .stats
+            .lock()
+            .map_err(|_| err("statistics cache poisoned"))?
+            .get(&key)
+        {
             return Ok(s.clone());
         }
         let s = std::sync::Arc::new(pipeline::calibration_stats(&self.model, r, &self.calib)?);
-        self.stats.lock().map_err(|_| err("statistics cache poisoned"))?.insert(key, s.clone());
+        self.stats
+            .lock()
+            .map_err(|_| err("statistics cache poisoned"))?
+            .insert(key, s.clone());
         Ok(s)
     }
 
@@ -172,12 +200,15 @@ impl SweepEvaluator {
             fidelity.insert("sqnr_db".to_string(), s);
         }
         let resolved = r.resolve()?;
-        let mac = super::cost::mac_cost(&resolved.weights, &resolved.acts, self.max_n).map_err(err)?;
+        let mac =
+            super::cost::mac_cost(&resolved.weights, &resolved.acts, self.max_n).map_err(err)?;
         let weight_bits: u64 = res
             .quantized
             .layers
             .iter()
-            .filter_map(|l| Some(self.weight_counts.get(&l.name)? * u64::from(l.weight_format?.bits())))
+            .filter_map(|l| {
+                Some(self.weight_counts.get(&l.name)? * u64::from(l.weight_format?.bits()))
+            })
             .sum();
         let mut other = BTreeMap::new();
         other.insert("acc_bits".to_string(), f64::from(mac.acc_bits));

@@ -75,11 +75,15 @@ def run_qonnx(path, feeds):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.transformation.infer_shapes import InferShapes
-    mw = ModelWrapper(path).transform(InferShapes())
+    mw = ModelWrapper(path)
     name = mw.graph.input[0].name
-    dims = mw.get_tensor_shape(name)
-    b = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else len(feeds[name])
     x = feeds[name]
+    dims = mw.get_tensor_shape(name)
+    b = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else len(x)
+    if b == len(x):
+        # A symbolic batch: qonnx checks input shapes strictly, so fix it to this batch.
+        mw.set_tensor_shape(name, [len(x)] + list(x.shape[1:]))
+    mw = mw.transform(InferShapes())
     out = mw.graph.output[0].name
     return np.concatenate([execute_onnx(mw, {name: x[i:i + b]})[out] for i in range(0, len(x), b)])
 

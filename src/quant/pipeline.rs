@@ -170,13 +170,25 @@ pub fn generalize_batch(model: &mut Model) -> Result<Option<usize>, QuantizeErro
             s[0] = Dim::Sym("batch".into());
         }
     }
-    for &o in &cand.graph.outputs.clone() {
-        if let Some(s) = cand.graph.value_mut(o).shape.as_mut() {
-            if s.first() == Some(&Dim::Known(1)) {
-                s[0] = Dim::Sym("batch".into());
+    // Intermediate shapes recorded for batch 1 (value_info) no longer hold: forget them (they
+    // are re-inferred by every runtime); outputs get the symbolic batch.
+    let outputs = cand.graph.outputs.clone();
+    for v in cand.graph.value_ids().collect::<Vec<_>>() {
+        if req.contains(&v) || cand.graph.value(v).constant.is_some() {
+            continue;
+        }
+        let val = cand.graph.value_mut(v);
+        if outputs.contains(&v) {
+            if let Some(s) = val.shape.as_mut() {
+                if s.first() == Some(&Dim::Known(1)) {
+                    s[0] = Dim::Sym("batch".into());
+                }
             }
+        } else {
+            val.shape = None;
         }
     }
+    cand.graph.value_info.clear();
     // Check: a batch of two equals the two samples run alone (deterministic pseudo-random data).
     let Ok(interp) = Interpreter::new(&cand) else {
         return Ok(None);

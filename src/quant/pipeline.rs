@@ -412,7 +412,7 @@ fn gptq_weights(
             l.weight.is_some()
                 && matches!(l.weight_format, Some(f) if !matches!(f, quant_formats::Format::Mx(_)))
         })
-        .filter(|l| l.act_slots.first().is_some())
+        .filter(|l| !l.act_slots.is_empty())
         .collect();
     let pass_err = |e: crate::passes::PassError| QuantizeError::Model(format!("gptq: {e}"));
     let mut acc: Vec<Vec<HessianAccumulator>> = Vec::new();

@@ -541,6 +541,21 @@ fn storage_full_range(dt: DType) -> (i64, i64) {
     }
 }
 
+/// Storage bytes of `codes` in element type `dt`: little-endian bytes for types of 8 bits or
+/// more, ONNX sub-byte packing (low bits first) below.
+fn pack_storage(dt: DType, codes: &[u32]) -> Result<Vec<u8>, quant_formats::FormatError> {
+    let bits = dt.bits() as u32;
+    if bits >= 8 {
+        let n = (bits / 8) as usize;
+        Ok(codes
+            .iter()
+            .flat_map(|c| c.to_le_bytes()[..n].to_vec())
+            .collect())
+    } else {
+        quant_formats::pack_codes(codes, bits)
+    }
+}
+
 fn int_tensor(dt: DType, shape: &[usize], codes: &[i64]) -> Result<Tensor, MaterializeError> {
     let bad = |e: String| MaterializeError::Graph {
         what: "integer constant".into(),
@@ -565,13 +580,7 @@ fn int_tensor(dt: DType, shape: &[usize], codes: &[i64]) -> Result<Tensor, Mater
                 .iter()
                 .map(|&c| (c as u32) & ((1u64 << bits) - 1) as u32)
                 .collect();
-            let data = if bits >= 8 {
-                raw.iter()
-                    .flat_map(|c| c.to_le_bytes()[..(bits / 8) as usize].to_vec())
-                    .collect()
-            } else {
-                quant_formats::pack_codes(&raw, bits).map_err(|e| bad(e.to_string()))?
-            };
+            let data = pack_storage(other, &raw).map_err(|e| bad(e.to_string()))?;
             Tensor::Packed {
                 dtype: other,
                 shape: shape.to_vec(),
@@ -804,12 +813,7 @@ fn insert_qdq_weight(
                 .enumerate()
                 .map(|(k, &v)| wq.format.encode(v / scale_of(k)))
                 .collect();
-            let data = if dt.bits() == 8 {
-                codes.iter().map(|&c| c as u8).collect()
-            } else {
-                quant_formats::pack_codes(&codes, dt.bits() as u32)
-                    .map_err(|e| unrepresentable(e.to_string()))?
-            };
+            let data = pack_storage(dt, &codes).map_err(|e| unrepresentable(e.to_string()))?;
             (
                 Tensor::Packed {
                     dtype: dt,
@@ -856,12 +860,7 @@ fn insert_qdq_weight(
                     }
                 }
             }
-            let data = if dt.bits() == 8 {
-                codes.iter().map(|&c| c as u8).collect()
-            } else {
-                quant_formats::pack_codes(&codes, dt.bits() as u32)
-                    .map_err(|e| unrepresentable(e.to_string()))?
-            };
+            let data = pack_storage(dt, &codes).map_err(|e| unrepresentable(e.to_string()))?;
             attrs.push(attr_i("axis", axis as i64));
             attrs.push(attr_i("block_size", bs as i64));
             // At opset 24 DequantizeLinear outputs the scale's type unless told otherwise.

@@ -791,11 +791,6 @@ pub fn evaluate(
     })
 }
 
-/// The plan's layers (re-exported for reports).
-pub fn layer_names(layers: &[Layer]) -> Vec<String> {
-    layers.iter().map(|l| l.name.clone()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

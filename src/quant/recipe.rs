@@ -218,11 +218,6 @@ impl Recipe {
         })
     }
 
-    /// The recipe as TOML text (round-trips through [`Recipe::from_toml_file`]).
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
-    }
-
     /// Parses and checks every option; the error names the option at fault.
     pub fn resolve(&self) -> Result<Resolved, RecipeError> {
         let weights = parse_format("weights", &self.weights)?;

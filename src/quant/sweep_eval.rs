@@ -17,7 +17,7 @@ use crate::sweep::{AccuracyKind, ConfigOutcome, ConfigRecipe, CostFigures};
 use crate::tensor::Tensor;
 
 use super::pipeline::{self, QuantizeError};
-use super::recipe::{Granularity, Recipe};
+use super::recipe::{Granularity, Recipe, Resolved};
 
 /// Float outputs of one evaluation batch.
 struct EvalBatch {
@@ -99,8 +99,9 @@ impl SweepEvaluator {
         })
     }
 
-    /// The recipe of one sweep configuration (unset axes keep the base recipe's values).
-    pub fn recipe(&self, c: &ConfigRecipe) -> Result<Recipe, QuantizeError> {
+    /// The recipe of one sweep configuration (unset axes keep the base recipe's values), with
+    /// its options parsed.
+    pub fn recipe(&self, c: &ConfigRecipe) -> Result<(Recipe, Resolved), QuantizeError> {
         let mut r = self.base.clone();
         r.weights = c.weights.clone();
         r.acts = c.acts.clone();
@@ -136,12 +137,15 @@ impl SweepEvaluator {
                 }));
             }
         }
-        r.resolve()?;
-        Ok(r)
+        let resolved = r.resolve()?;
+        Ok((r, resolved))
     }
 
-    fn stats_for(&self, r: &Recipe) -> Result<std::sync::Arc<ObserverSet>, QuantizeError> {
-        let needs_hist = r.resolve()?.clip.needs_histogram();
+    fn stats_for(
+        &self,
+        r: &Recipe,
+        needs_hist: bool,
+    ) -> Result<std::sync::Arc<ObserverSet>, QuantizeError> {
         // Statistics cover every compute layer's input, whatever the formats: one set per
         // histogram need serves all configurations.
         let key = format!("hist={needs_hist}");
@@ -163,8 +167,8 @@ impl SweepEvaluator {
 
     /// Evaluates one configuration.
     pub fn evaluate(&self, c: &ConfigRecipe) -> Result<ConfigOutcome, QuantizeError> {
-        let r = self.recipe(c)?;
-        let stats = self.stats_for(&r)?;
+        let (r, resolved) = self.recipe(c)?;
+        let stats = self.stats_for(&r, resolved.clip.needs_histogram())?;
         let res = pipeline::quantize_with_stats(&self.model, &r, &stats)?;
         let qi = Interpreter::new(&res.sim).map_err(err)?;
         let mut acc = Accuracy::default();
@@ -199,7 +203,6 @@ impl SweepEvaluator {
         if s.is_finite() {
             fidelity.insert("sqnr_db".to_string(), s);
         }
-        let resolved = r.resolve()?;
         let mac =
             super::cost::mac_cost(&resolved.weights, &resolved.acts, self.max_n).map_err(err)?;
         let weight_bits: u64 = res

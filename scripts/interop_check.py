@@ -3,40 +3,69 @@
 mfq's own numbers.
 
 For every (weights, acts) pair of the grid this script
-  1. runs `mfq quantize` with `--export qonnx` (when QONNX can express the formats): the QONNX
-     file is mfq's simulation graph plus idempotent weight quantizers;
-  2. runs `mfq quantize` with `--export qdq` (when QDQ can express them);
-  3. runs `mfq run` on the QONNX export (mfq's simulation; for MX weights, which QONNX cannot
-     express, on mfq's QDQ export) to get mfq's outputs on a fixed batch;
-  4. runs the QDQ export in onnxruntime (graph optimizations enabled and disabled) or, for
-     opset >= 23 (fp4, e8m0 scales), in onnx.reference.ReferenceEvaluator; runs the QONNX
-     export in qonnx's execute_onnx;
-  5. requires max|ref - mfq| <= tol * max|ref| and the same top-1 on every sample, and counts how
-     many outputs differ at all (onnxruntime's fused integer kernels may round differently).
+  1. runs `mfq quantize --export qdq` (when QDQ can express the formats) and `--export qonnx`
+     (when QONNX can), and mfq's simulation of the quantized model on a fixed batch
+     (`--simulate-in/--simulate-out`);
+  2. runs each exported file in mfq's interpreter (`mfq run`) and requires it to equal the
+     simulation: the file encodes exactly what mfq simulated (check "mfq runs the file");
+  3. runs the QDQ export in onnxruntime (graph optimizations disabled, and enabled) or, for
+     opset >= 23 (fp4, e8m0 scales), which onnxruntime 1.32's CPU provider cannot run, in
+     onnx.reference.ReferenceEvaluator; runs the QONNX export in qonnx's execute_onnx;
+  4. per quantizer (teacher-forced): takes every quantizer of the file (QONNX Quant/IntQuant/
+     FloatQuant nodes; QDQ QuantizeLinear[-Clip]-DequantizeLinear chains and weight
+     DequantizeLinear nodes), feeds mfq the runtime's own input of that quantizer and requires
+     mfq's output to equal the runtime's output: every runtime quantizes exactly as mfq does;
+  5. end to end: compares the runtime's model output with mfq's simulation (max relative error,
+     same top-1 per sample) and counts how many quantized elements differ ("flips").
 
-Usage: interop_check.py MFQ_BINARY MODEL CALIB.npz EVAL.npz INPUT_NAME [--grid small|full]
-           [--samples N] [--tol 1e-5] [--json OUT]
-Exit 0 when every check passes, 1 otherwise. Prints a Markdown table.
+Floating-point kernels of different runtimes sum in different orders (mfq vs onnxruntime differ
+by ~1e-7 relative on a W2 convolution); a value that lands within that distance of a rounding
+boundary of a quantizer then rounds to the neighbouring level in one runtime only, and deep
+networks propagate such flips. `--end-to-end required` (the default, used for W1) makes step 5
+binding (max rel err <= tol and the same top-1 on every sample); `--end-to-end measured` (W2)
+reports it without failing, while steps 2 and 4 stay binding.
+
+onnxruntime with graph optimizations enabled is always measured, never binding: its fused
+kernels may compute differently from the QDQ definition.
+
+Usage: interop_check.py MFQ_BINARY MODEL CALIB.npz EVAL.npz INPUT_NAME [--grid w1|w2]
+           [--samples N] [--calib-samples N] [--tol 1e-5] [--end-to-end required|measured]
+           [--json OUT] [--md OUT --title TEXT]
+Exit 0 when every binding check passes, 1 otherwise. Prints a Markdown table.
 """
 import argparse
+import datetime
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
-GRID_SMALL = [
-    ("int8", "int8"), ("int4", "int8"), ("int2", "int4"), ("int3", "int5"), ("int6", "int7"),
-    ("uint8", "int8"),
-    ("e2m1", "e4m3"), ("e3m2", "e3m2"), ("e2m3", "e2m3"), ("e4m3", "e5m2"),
-    ("fp8-e4m3fn", "fp8-e4m3fn"), ("fp8-e5m2", "fp8-e4m3fn"), ("fp8-e4m3fnuz", "fp8-e5m2fnuz"),
-    ("fp4-e2m1", "int8"), ("mxfp4", "int8"), ("mxfp8", "fp8-e4m3fn"),
-    ("int4", "e3m2:unsigned"),
-]
+GRIDS = {
+    "w1": [
+        ("int8", "int8"), ("int4", "int8"), ("int2", "int4"), ("int3", "int5"), ("int6", "int7"),
+        ("uint8", "int8"),
+        ("e2m1", "e4m3"), ("e3m2", "e3m2"), ("e2m3", "e2m3"), ("e4m3", "e5m2"),
+        ("fp8-e4m3fn", "fp8-e4m3fn"), ("fp8-e5m2", "fp8-e4m3fn"), ("fp8-e4m3fnuz", "fp8-e5m2fnuz"),
+        ("fp4-e2m1", "int8"), ("mxfp4", "int8"), ("mxfp8", "fp8-e4m3fn"),
+        ("int4", "e3m2:unsigned"),
+    ],
+    "w2": [
+        ("int8", "int8"), ("int4", "int8"), ("int2", "int4"), ("int3", "int5"), ("int6", "int7"),
+        ("uint8", "int8"),
+        ("e2m1", "e4m3"), ("e3m2", "e3m2"), ("e2m3", "e2m3"), ("e4m3", "e5m2"),
+        ("fp8-e4m3fn", "fp8-e4m3fn"), ("fp4-e2m1", "int8"), ("mxfp4", "int8"),
+        ("int4", "e3m2:unsigned"),
+    ],
+}
+
+QONNX_QUANTIZERS = {"Quant", "IntQuant", "FloatQuant", "BipolarQuant", "Trunc"}
 
 
 def sh(cmd):
@@ -44,34 +73,114 @@ def sh(cmd):
     return r.returncode, r.stdout + r.stderr
 
 
-def run_ort(path, feeds, optimized):
+def fixed_batch(m):
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].dim_value > 0 else None
+
+
+class Chain:
+    """One quantizer of an exported file: its nodes in order, the float input (None when every
+    input is a constant, e.g. a stored weight) and the output."""
+
+    def __init__(self, nodes, x, out):
+        self.nodes, self.x, self.out = nodes, x, out
+
+
+def quantizer_chains(m):
+    inits = {i.name for i in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    chains = []
+    for n in m.graph.node:
+        if n.op_type in QONNX_QUANTIZERS and n.domain.startswith("qonnx"):
+            x = n.input[0] if n.input[0] not in inits else None
+            chains.append(Chain([n], x, n.output[0]))
+        elif n.op_type == "DequantizeLinear" and n.domain in ("", "ai.onnx"):
+            nodes, cur = [n], n.input[0]
+            while cur in producer and producer[cur].op_type == "Clip":
+                nodes.insert(0, producer[cur])
+                cur = producer[cur].input[0]
+            if cur in producer and producer[cur].op_type == "QuantizeLinear":
+                q = producer[cur]
+                nodes.insert(0, q)
+                x = q.input[0] if q.input[0] not in inits else None
+            elif cur in inits:
+                x = None
+            else:
+                continue
+            chains.append(Chain(nodes, x, n.output[0]))
+    return chains
+
+
+def with_outputs(m, names):
+    """A copy of `m` that also outputs the tensors `names` (float32)."""
+    m2 = onnx.ModelProto()
+    m2.CopyFrom(m)
+    have = {o.name for o in m2.graph.output}
+    for name in names:
+        if name not in have:
+            m2.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            have.add(name)
+    return m2
+
+
+def quantizer_submodel(m, chains):
+    """A model holding only the quantizers of `m`: inputs are the quantizers' float inputs,
+    outputs their outputs."""
+    inits = {i.name: i for i in m.graph.initializer}
+    nodes, used, xs, outs = [], [], [], []
+    for c in chains:
+        for n in c.nodes:
+            nodes.append(n)
+            for i in n.input:
+                if i in inits and i not in used:
+                    used.append(i)
+        if c.x and c.x not in xs:
+            xs.append(c.x)
+        outs.append(c.out)
+    g = helper.make_graph(
+        nodes, "quantizers",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in xs],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
+        [inits[i] for i in used])
+    sub = helper.make_model(g, opset_imports=list(m.opset_import))
+    sub.ir_version = m.ir_version
+    return sub, xs
+
+
+def run_ort(path, feeds, optimized, taps=()):
+    m = onnx.load(path)
+    if taps:
+        m = with_outputs(m, taps)
     so = ort.SessionOptions()
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     so.intra_op_num_threads = 2
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
-    shape0 = s.get_inputs()[0].shape[0]
+    names = [o.name for o in s.get_outputs()]
     x = feeds[name]
-    if isinstance(shape0, int):
-        return np.concatenate([s.run(None, {name: x[i:i + shape0]})[0] for i in range(0, len(x), shape0)])
-    return s.run(None, {name: x})[0]
+    b = fixed_batch(m) or len(x)
+    parts = [s.run(None, {name: x[i:i + b]}) for i in range(0, len(x), b)]
+    return {n: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+            for k, n in enumerate(names)}
 
 
-def run_reference(path, feeds):
+def run_reference(path, feeds, taps=()):
     from onnx.reference import ReferenceEvaluator
     m = onnx.load(path)
+    if taps:
+        m = with_outputs(m, taps)
     ev = ReferenceEvaluator(m)
     name = m.graph.input[0].name
-    dims = m.graph.input[0].type.tensor_type.shape.dim
-    b = dims[0].dim_value if dims and dims[0].dim_value > 0 else None
+    names = [o.name for o in m.graph.output]
     x = feeds[name]
-    if b:
-        return np.concatenate([ev.run(None, {name: x[i:i + b]})[0] for i in range(0, len(x), b)])
-    return ev.run(None, {name: x})[0]
+    b = fixed_batch(m) or len(x)
+    parts = [ev.run(None, {name: x[i:i + b]}) for i in range(0, len(x), b)]
+    return {n: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+            for k, n in enumerate(names)}
 
 
-def run_qonnx(path, feeds):
+def run_qonnx(path, feeds, taps=()):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.transformation.infer_shapes import InferShapes
@@ -84,20 +193,98 @@ def run_qonnx(path, feeds):
         # A symbolic batch: qonnx checks input shapes strictly, so fix it to this batch.
         mw.set_tensor_shape(name, [len(x)] + list(x.shape[1:]))
     mw = mw.transform(InferShapes())
-    out = mw.graph.output[0].name
-    return np.concatenate([execute_onnx(mw, {name: x[i:i + b]})[out] for i in range(0, len(x), b)])
+    names = [o.name for o in mw.graph.output] + [t for t in taps]
+    parts = [execute_onnx(mw, {name: x[i:i + b]}, return_full_exec_context=bool(taps))
+             for i in range(0, len(x), b)]
+    return {n: np.concatenate([p[n] for p in parts]) if len(parts) > 1 else parts[0][n]
+            for n in dict.fromkeys(names)}
+
+
+def run_mfq(mfq, model_path, arrays, tmp, tag, batch):
+    """Runs `model_path` in mfq's interpreter on `arrays` (name -> array); returns all outputs."""
+    inp = os.path.join(tmp, f"{tag}_in.npz")
+    out = os.path.join(tmp, f"{tag}_out.npz")
+    np.savez(inp, **arrays)
+    rc, msg = sh([mfq, "run", model_path, "--input", inp, "--output", out, "--batch", str(batch)])
+    if rc != 0:
+        raise RuntimeError(f"mfq run {model_path}: {msg.strip()[-300:]}")
+    return dict(np.load(out))
+
+
+def rel_err(ref, ours):
+    ref = np.asarray(ref, dtype=np.float64)
+    ours = np.asarray(ours, dtype=np.float64)
+    if ref.shape != ours.shape:
+        return float("inf")
+    if ref.size == 0:
+        return 0.0
+    scale = max(np.abs(ref).max(), 1e-30)
+    return float(np.abs(ref - ours).max() / scale)
 
 
 def compare(ref, ours, tol):
     ref = ref.astype(np.float64)
     ours = ours.astype(np.float64)
-    scale = max(np.abs(ref).max(), 1e-30)
-    err = np.abs(ref - ours).max() / scale
+    err = rel_err(ref, ours)
     flat = ref.reshape(len(ref), -1)
-    same_top1 = bool((flat.argmax(1) == ours.reshape(len(ours), -1).argmax(1)).all())
-    differing = int((ref != ours).sum())
-    return {"rel_err": float(err), "same_top1": same_top1, "differing_elements": differing,
-            "elements": int(ref.size), "ok": bool(err <= tol and same_top1)}
+    top1 = flat.argmax(1) == ours.reshape(len(ours), -1).argmax(1)
+    return {"rel_err": err, "same_top1": int(top1.sum()), "samples": int(len(top1)),
+            "differing_elements": int((ref != ours).sum()), "elements": int(ref.size),
+            "ok": bool(err <= tol and top1.all())}
+
+
+def check_file(args, tmp, tag, path, runtimes, feeds, sim, w, a):
+    """Binding and measured checks of one exported file; returns rows."""
+    rows = []
+    m = onnx.load(path)
+    onnx.checker.check_model(m)
+    out_name = m.graph.output[0].name
+    chains = quantizer_chains(m)
+    taps = [c.x for c in chains if c.x] + [c.out for c in chains]
+    n = len(feeds[args.input_name])
+    tapped = os.path.join(tmp, f"{tag}_taps.onnx")
+    onnx.save(with_outputs(m, taps), tapped)
+    ours = run_mfq(args.mfq, tapped, feeds, tmp, tag + "_file", n)
+    # mfq runs the file: must equal the simulation exactly (same kernels, same quantizers).
+    c = compare(ours[out_name], sim, args.tol)
+    c.update({"weights": w, "acts": a, "runtime": f"mfq runs the {tag} file",
+              "status": "ok" if c["ok"] else "FAIL", "quantizers": len(chains)})
+    rows.append(c)
+    sub, xs = quantizer_submodel(m, chains)
+    sub_path = os.path.join(tmp, f"{tag}_quantizers.onnx")
+    onnx.save(sub, sub_path)
+    for name, fn, layerwise in runtimes:
+        t0 = time.time()
+        try:
+            got = fn(taps if layerwise else ())
+            c = compare(got[out_name], sim, args.tol)
+            binding_e2e = args.end_to_end == "required" and "opt (" not in name
+            quant_ok = True
+            if layerwise:
+                mine = run_mfq(args.mfq, sub_path, {x: got[x] for x in xs}, tmp, tag + "_q", n)
+                qerr = max([rel_err(got[ch.out], mine[ch.out]) for ch in chains] or [0.0])
+                flips = sum(int((got[ch.out] != ours[ch.out]).sum()) for ch in chains if ch.x)
+                total = sum(int(got[ch.out].size) for ch in chains if ch.x)
+                c.update({"quantizer_rel_err": qerr, "quantizers": len(chains),
+                          "flipped": flips, "quantized_elements": total})
+                quant_ok = qerr <= args.tol
+            if not quant_ok:
+                status = "FAIL"
+            elif c["ok"]:
+                status = "ok"
+            elif "opt (" in name:
+                status = "differs (measured)"
+            elif binding_e2e:
+                status = "FAIL"
+            else:
+                status = "ok (quantizers exact; end to end measured)"
+            c.update({"weights": w, "acts": a, "runtime": name, "status": status,
+                      "seconds": round(time.time() - t0, 2)})
+            rows.append(c)
+        except Exception as e:  # noqa: BLE001 - report any runtime failure as a failed check
+            rows.append({"weights": w, "acts": a, "runtime": name, "status": "FAIL",
+                         "detail": str(e)[:300]})
+    return rows
 
 
 def main():
@@ -107,80 +294,103 @@ def main():
     ap.add_argument("calib")
     ap.add_argument("eval")
     ap.add_argument("input_name")
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="w1")
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--calib-samples", type=int, default=64)
     ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--end-to-end", choices=["required", "measured"], default="required")
+    ap.add_argument("--only", help="comma-separated weights/acts pairs to run (default: grid)")
     ap.add_argument("--json")
+    ap.add_argument("--md", help="write a Markdown report here")
+    ap.add_argument("--title", default="Interop of mfq's exports")
     args = ap.parse_args()
+    t_start = time.time()
     data = np.load(args.eval)
     x = data[args.input_name][: args.samples].astype(np.float32)
     feeds = {args.input_name: x}
+    grid = GRIDS[args.grid]
+    if args.only:
+        want = set(args.only.split(","))
+        grid = [p for p in grid if f"{p[0]}/{p[1]}" in want]
     rows = []
-    failed = 0
     with tempfile.TemporaryDirectory() as d:
         inp = os.path.join(d, "in.npz")
         np.savez(inp, **feeds)
-        for w, a in GRID_SMALL:
-            tag = f"{w}/{a}".replace(":", "_")
-            base = os.path.join(d, tag.replace("/", "__"))
+        for w, a in grid:
+            base = os.path.join(d, f"{w}__{a}".replace(":", "_"))
             common = [args.mfq, "quantize", args.model, "--weights", w, "--acts", a,
                       "--calib", args.calib, "--calib-samples", str(args.calib_samples), "-q"]
             qonnx_path, qdq_path = base + "_qonnx.onnx", base + "_qdq.onnx"
-            out = os.path.join(d, "out.npz")
-            sim = ["--simulate-in", inp, "--simulate-out", out]
-            rc_qonnx, msg_qonnx = sh(common + ["-o", qonnx_path, "--export", "qonnx"])
-            rc_qdq, msg_qdq = sh(common + ["-o", qdq_path, "--export", "qdq"] + sim)
-            # mfq's simulation outputs come from the QDQ run; without a QDQ export, from a run
-            # that writes the QONNX file again.
-            rc, msg = (rc_qdq, msg_qdq)
-            if rc_qdq != 0:
-                rc, msg = sh(common + ["-o", qonnx_path, "--export", "qonnx"] + sim)
-            if rc != 0:
-                rows.append({"weights": w, "acts": a, "runtime": "mfq", "status": "FAIL", "detail": msg.strip()[-200:]})
-                failed += 1
+            out = base + "_sim.npz"
+            sim_args = ["--simulate-in", inp, "--simulate-out", out]
+            rc_qdq, msg_qdq = sh(common + ["-o", qdq_path, "--export", "qdq"] + sim_args)
+            # mfq's simulation outputs come from the QDQ run; without a QDQ export, from the
+            # QONNX run.
+            rc_qonnx, msg_qonnx = sh(common + ["-o", qonnx_path, "--export", "qonnx"]
+                                     + ([] if rc_qdq == 0 else sim_args))
+            if rc_qdq != 0 and rc_qonnx != 0:
+                rows.append({"weights": w, "acts": a, "runtime": "mfq", "status": "FAIL",
+                             "detail": (msg_qdq + msg_qonnx).strip()[-300:]})
                 continue
-            ours = list(np.load(out).values())[0]
-            checks = []
+            sim = list(np.load(out).values())[0]
             if rc_qonnx == 0:
-                checks.append(("qonnx execute_onnx", lambda: run_qonnx(qonnx_path, feeds), qonnx_path))
+                rows += check_file(args, d, "QONNX", qonnx_path,
+                                   [("qonnx execute_onnx", lambda t: run_qonnx(qonnx_path, feeds, t), True)],
+                                   feeds, sim, w, a)
             else:
-                rows.append({"weights": w, "acts": a, "runtime": "qonnx", "status": "not expressible",
+                rows.append({"weights": w, "acts": a, "runtime": "QONNX", "status": "not expressible",
                              "detail": (msg_qonnx.strip().splitlines() or [""])[-1][:160]})
             if rc_qdq == 0:
                 opset = max(o.version for o in onnx.load(qdq_path).opset_import if o.domain in ("", "ai.onnx"))
                 if opset >= 23:
-                    checks.append((f"onnx reference (opset {opset})", lambda: run_reference(qdq_path, feeds), qdq_path))
+                    rts = [(f"onnx reference (opset {opset})", lambda t: run_reference(qdq_path, feeds, t), True)]
                 else:
-                    checks.append((f"onnxruntime opt (opset {opset})", lambda: run_ort(qdq_path, feeds, True), qdq_path))
-                    checks.append((f"onnxruntime no-opt (opset {opset})", lambda: run_ort(qdq_path, feeds, False), qdq_path))
+                    rts = [(f"onnxruntime no-opt (opset {opset})", lambda t: run_ort(qdq_path, feeds, False, t), True),
+                           (f"onnxruntime opt (opset {opset})", lambda t: run_ort(qdq_path, feeds, True, t), False)]
+                rows += check_file(args, d, "QDQ", qdq_path, rts, feeds, sim, w, a)
             else:
                 rows.append({"weights": w, "acts": a, "runtime": "QDQ", "status": "not expressible",
                              "detail": (msg_qdq.strip().splitlines() or [""])[-1][:160]})
-            for name, fn, path in checks:
-                try:
-                    onnx.checker.check_model(onnx.load(path))
-                    ref = fn()
-                    c = compare(ref, ours, args.tol)
-                    # onnxruntime with graph optimizations is measured, not required: its fused
-                    # kernels may compute differently from the QDQ definition.
-                    binding = "opt (" not in name
-                    status = "ok" if c["ok"] else ("FAIL" if binding else "differs (measured)")
-                    c.update({"weights": w, "acts": a, "runtime": name, "status": status})
-                    failed += 0 if (c["ok"] or not binding) else 1
-                    rows.append(c)
-                except Exception as e:  # noqa: BLE001 - report any runtime failure as a failed check
-                    rows.append({"weights": w, "acts": a, "runtime": name, "status": "FAIL", "detail": str(e)[:200]})
-                    failed += 1
-    print("| weights | acts | runtime | status | max rel err | same top-1 | differing elements |")
-    print("|---|---|---|---|---|---|---|")
+    failed = sum(1 for r in rows if r["status"] == "FAIL")
+    passed = sum(1 for r in rows if r["status"].startswith("ok"))
+    lines = ["| weights | acts | runtime | status | end-to-end max rel err | same top-1 | "
+             "quantizers: max rel err (count) | flipped quantized elements |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         err = f"{r['rel_err']:.2e}" if "rel_err" in r else "-"
-        diff = f"{r['differing_elements']}/{r['elements']}" if "elements" in r else r.get("detail", "")
-        print(f"| {r['weights']} | {r['acts']} | {r['runtime']} | {r['status']} | {err} | {r.get('same_top1', '-')} | {diff} |")
+        top1 = f"{r['same_top1']}/{r['samples']}" if "samples" in r else "-"
+        q = (f"{r['quantizer_rel_err']:.1e} ({r['quantizers']})" if "quantizer_rel_err" in r
+             else "-")
+        if "flipped" in r:
+            flips = f"{r['flipped']}/{r['quantized_elements']}"
+        elif "differing_elements" in r and r["runtime"].startswith("mfq"):
+            flips = f"{r['differing_elements']}/{r['elements']} output elements differ"
+        else:
+            flips = r.get("detail", "-")
+        lines.append(f"| {r['weights']} | {r['acts']} | {r['runtime']} | {r['status']} | {err} | "
+                     f"{top1} | {q} | {flips} |")
+    summary = f"{passed} passed, {failed} failed ({time.time() - t_start:.0f} s)"
+    print("\n".join(lines))
+    print(summary)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
-    print(f"{sum(1 for r in rows if r['status'] == 'ok')} passed, {failed} failed")
+    if args.md:
+        cmd = "python scripts/interop_check.py " + " ".join(
+            a if not os.path.isabs(a) else os.path.relpath(a) for a in sys.argv[1:])
+        with open(args.md, "w") as f:
+            f.write(f"# {args.title} (scripts/interop_check.py, {datetime.date.today()})\n\n")
+            f.write(f"Command: `{cmd}` ({args.samples} evaluation samples, {args.calib_samples} "
+                    f"calibration samples, tolerance {args.tol:g} relative, end to end "
+                    f"{args.end_to_end}).\n\n")
+            f.write("Columns: *end-to-end* compares the runtime's model output with mfq's simulation "
+                    "(max |runtime − mfq| / max |runtime|, samples with the same top-1); "
+                    "*quantizers* feeds every quantizer of the file the runtime's own input and "
+                    "compares mfq's output with the runtime's (teacher-forced, binding); "
+                    "*flipped* counts quantized activation elements whose value differs between "
+                    "the runtime and mfq in the end-to-end run. \"mfq runs the file\" executes the "
+                    "exported file in mfq's interpreter and compares it with the simulation.\n\n")
+            f.write("\n".join(lines) + "\n\n" + summary + "\n")
     return 1 if failed else 0
 
 

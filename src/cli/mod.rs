@@ -2,6 +2,7 @@
 //! subcommand module parses its arguments and calls into the library.
 
 pub mod check;
+pub mod eval;
 pub mod inspect;
 pub mod quantize;
 pub mod run;
@@ -41,6 +42,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Calibrate, quantize, evaluate and export a model.
     Quantize(Box<quantize::QuantizeArgs>),
+    /// Evaluate a model (float or a QDQ/QONNX export) on data, side by side with a reference.
+    Eval(Box<eval::EvalArgs>),
     /// FPGA cost of a MAC unit or a model; `cost fit` fits coefficients to synthesis results.
     Cost(Box<cost::CostArgs>),
     /// Write the Verilog of a MAC unit (or the whole synthesis grid).
@@ -82,6 +85,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Run(a) => run::run(a),
         Command::Quantize(a) => quantize::run(*a),
+        Command::Eval(a) => eval::run(*a),
         Command::Inspect(a) => inspect::run(a),
         Command::Version => {
             println!("mfq {}", env!("CARGO_PKG_VERSION"));

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::data::Dataset;
+use crate::data::{Channels, Dataset, ImageOptions, Layout, Resample};
 use crate::quant::recipe::{BiasMode, ExportStyle, Granularity, ScaleKind};
 use crate::quant::{self, Recipe};
 
@@ -84,6 +84,138 @@ pub struct QuantizeArgs {
     /// Where `--simulate-in` outputs go (.npz keyed by output name).
     #[arg(long, requires = "simulate_in")]
     pub simulate_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub images: ImageArgs,
+}
+
+/// Preprocessing of image-folder data (`--calib DIR`, `--eval DIR`, `--data DIR`); ignored for
+/// .npz/.npy data. Unset options follow the model input: ImageNet transform for its size
+/// (resize to size/0.875, centre crop, ImageNet mean/std), RGB, layout from its shape.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageArgs {
+    /// Resize the shorter side of each image to N pixels (0: no resize).
+    #[arg(long, value_name = "N", help_heading = "Image folders")]
+    pub resize: Option<u32>,
+    /// Resize interpolation.
+    #[arg(long, value_parser = ["bilinear", "bicubic"], help_heading = "Image folders")]
+    pub resample: Option<String>,
+    /// Centre crop: N (square) or HxW (0: no crop).
+    #[arg(long, value_name = "N|HxW", help_heading = "Image folders")]
+    pub crop: Option<String>,
+    /// Per-channel mean of v/255 in RGB order: one value or R,G,B.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        help_heading = "Image folders"
+    )]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation of v/255 in RGB order: one value or R,G,B.
+    #[arg(long, value_delimiter = ',', help_heading = "Image folders")]
+    pub std: Option<Vec<f32>>,
+    /// Affine normalisation v·S + O on 0..255 pixels: S (instead of mean/std).
+    #[arg(
+        long,
+        value_name = "S",
+        allow_hyphen_values = true,
+        help_heading = "Image folders"
+    )]
+    pub pixel_scale: Option<f32>,
+    /// Affine normalisation: O (e.g. --pixel-scale 0.0078125 --pixel-offset -0.9921875 for
+    /// (v − 127)/128).
+    #[arg(
+        long,
+        value_name = "O",
+        allow_hyphen_values = true,
+        help_heading = "Image folders"
+    )]
+    pub pixel_offset: Option<f32>,
+    /// Channel order of the tensor.
+    #[arg(long, value_parser = ["rgb", "bgr", "gray"], help_heading = "Image folders")]
+    pub channels: Option<String>,
+    /// Shorthand for --channels bgr.
+    #[arg(long, conflicts_with = "channels", help_heading = "Image folders")]
+    pub bgr: bool,
+    /// Tensor layout.
+    #[arg(long, value_parser = ["nchw", "nhwc"], help_heading = "Image folders")]
+    pub layout: Option<String>,
+}
+
+impl ImageArgs {
+    /// The options these flags set (unset flags stay unset).
+    pub fn options(&self) -> anyhow::Result<ImageOptions> {
+        let crop = match &self.crop {
+            None => None,
+            Some(c) => {
+                let parts: Vec<&str> = c.split(['x', 'X']).collect();
+                let v: Result<Vec<u32>, _> =
+                    parts.iter().map(|p| p.trim().parse::<u32>()).collect();
+                match v {
+                    Ok(v) if v.len() == 1 || v.len() == 2 => Some(v),
+                    _ => bail!("--crop '{c}': expected N or HxW (e.g. 224 or 224x192)"),
+                }
+            }
+        };
+        let channels = if self.bgr {
+            Some(Channels::Bgr)
+        } else {
+            self.channels.as_deref().map(|c| match c {
+                "bgr" => Channels::Bgr,
+                "gray" => Channels::Gray,
+                _ => Channels::Rgb,
+            })
+        };
+        Ok(ImageOptions {
+            resize: self.resize,
+            resample: self.resample.as_deref().map(|r| {
+                if r == "bicubic" {
+                    Resample::Bicubic
+                } else {
+                    Resample::Bilinear
+                }
+            }),
+            crop,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            scale: self.pixel_scale,
+            offset: self.pixel_offset,
+            channels,
+            layout: self.layout.as_deref().map(|l| {
+                if l == "nhwc" {
+                    Layout::Nhwc
+                } else {
+                    Layout::Nchw
+                }
+            }),
+        })
+    }
+}
+
+/// Opens `path` (.npz, .npy or an image folder preprocessed with `images`) against `model`'s
+/// inputs and keeps `samples` of it (seeded); an empty result is an error naming `what`.
+pub fn open_dataset(
+    path: &Path,
+    model: &crate::ir::Model,
+    images: &ImageOptions,
+    samples: Option<usize>,
+    seed: u64,
+    what: &str,
+) -> anyhow::Result<Dataset> {
+    let inputs = quant::pipeline::data_inputs(model);
+    let prep = images
+        .for_data(path, &inputs)
+        .with_context(|| format!("{what} data {}", path.display()))?;
+    let mut ds = Dataset::open(path, &inputs, prep).with_context(|| format!("{what} data"))?;
+    if let Some(n) = samples {
+        if n == 0 {
+            bail!("--{what}-samples must be at least 1");
+        }
+        ds.select(n, Some(seed));
+    }
+    if ds.is_empty() {
+        bail!("{what} data {} holds no samples", path.display());
+    }
+    Ok(ds)
 }
 
 fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
@@ -153,29 +285,9 @@ fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
     if let Some(v) = args.opset {
         r.opset = Some(v);
     }
+    r.images = r.images.overridden_by(&args.images.options()?);
     r.resolve()?;
     Ok(r)
-}
-
-fn open_data(
-    path: &Path,
-    model: &crate::ir::Model,
-    samples: Option<usize>,
-    seed: u64,
-    what: &str,
-) -> anyhow::Result<Dataset> {
-    let inputs = quant::pipeline::data_inputs(model);
-    let mut ds = Dataset::open(path, &inputs, None).with_context(|| format!("{what} data"))?;
-    if let Some(n) = samples {
-        if n == 0 {
-            bail!("--{what}-samples must be at least 1");
-        }
-        ds.select(n, Some(seed));
-    }
-    if ds.is_empty() {
-        bail!("{what} data {} holds no samples", path.display());
-    }
-    Ok(ds)
 }
 
 /// Runs `mfq quantize`.
@@ -194,17 +306,19 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         .calib
         .as_ref()
         .context("--calib DATA is required (activation scales come from calibration data)")?;
-    let calib = open_data(
+    let calib = open_dataset(
         calib_path,
         &model,
+        &recipe.images,
         recipe.calib_samples,
         recipe.seed,
         "calib",
     )?;
     let eval = match &args.eval {
-        Some(p) => Some(open_data(
+        Some(p) => Some(open_dataset(
             p,
             &model,
+            &recipe.images,
             args.eval_samples,
             recipe.seed,
             "eval",

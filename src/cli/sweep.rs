@@ -119,6 +119,8 @@ pub struct SweepArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub run: Option<SweepRunArgs>,
+    #[command(flatten)]
+    pub images: super::quantize::ImageArgs,
 }
 
 fn run_model(args: &SweepArgs) -> anyhow::Result<ExitCode> {
@@ -128,20 +130,22 @@ fn run_model(args: &SweepArgs) -> anyhow::Result<ExitCode> {
     else {
         anyhow::bail!("mfq sweep needs MODEL, --calib, --eval, --grid and -o (or a subcommand)");
     };
-    let base = match &args.config {
+    let mut base = match &args.config {
         Some(p) => crate::quant::Recipe::from_toml_file(p)?,
         None => crate::quant::Recipe::default(),
     };
+    base.images = base.images.overridden_by(&args.images.options()?);
     let m = crate::onnx::load(model)?;
-    let inputs = crate::quant::pipeline::data_inputs(&m);
-    let mut cds = crate::data::Dataset::open(calib, &inputs, None).context("calibration data")?;
-    if let Some(n) = args.calib_samples {
-        cds.select(n, Some(base.seed));
-    }
-    let mut eds = crate::data::Dataset::open(eval, &inputs, None).context("evaluation data")?;
-    if let Some(n) = args.eval_samples {
-        eds.select(n, Some(base.seed));
-    }
+    use super::quantize::open_dataset;
+    let cds = open_dataset(
+        calib,
+        &m,
+        &base.images,
+        args.calib_samples,
+        base.seed,
+        "calib",
+    )?;
+    let eds = open_dataset(eval, &m, &base.images, args.eval_samples, base.seed, "eval")?;
     let t0 = std::time::Instant::now();
     let ev = SweepEvaluator::new(m, base, cds, &eds)?;
     eprintln!(

@@ -297,3 +297,159 @@ pub(crate) fn stack(images: Vec<Array3<f32>>) -> Option<ArrayD<f32>> {
     let data: Vec<f32> = images.into_iter().flat_map(|a| a.into_iter()).collect();
     ArrayD::from_shape_vec(IxDyn(&shape), data).ok()
 }
+
+/// Image preprocessing as the command line (`--resize`, `--crop`, …) and the recipe's `[images]`
+/// table give it. Unset fields keep the defaults [`Preprocess::for_input`] derives from the model
+/// input (ImageNet transform for its size, layout and channel count from its shape).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageOptions {
+    /// Resize the shorter side to this many pixels (0 = no resize).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize: Option<u32>,
+    /// Interpolation of the resize.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resample: Option<Resample>,
+    /// Centre crop: `[size]` (square) or `[height, width]`; `[0]` = no crop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop: Option<Vec<u32>>,
+    /// Per-channel mean of `v/255` in RGB order (3 values, or 1 for all channels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation of `v/255` in RGB order (3 values, or 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
+    /// Affine normalisation `v · scale + offset` on `0..=255` pixels: the scale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
+    /// Affine normalisation: the offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<f32>,
+    /// Channel order of the tensor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Channels>,
+    /// Tensor layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+}
+
+fn opt_err(reason: impl Into<String>) -> DataError {
+    DataError::Options {
+        reason: reason.into(),
+    }
+}
+
+fn three(what: &str, v: &[f32]) -> Result<[f32; 3], DataError> {
+    match v {
+        [a] => Ok([*a; 3]),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => Err(opt_err(format!(
+            "image {what} needs 1 or 3 values, got {}",
+            v.len()
+        ))),
+    }
+}
+
+impl ImageOptions {
+    /// True when no option is set (the model-derived defaults apply).
+    pub fn is_empty(&self) -> bool {
+        *self == ImageOptions::default()
+    }
+
+    /// These options with every field set in `over` replaced by `over`'s value (flags over a
+    /// recipe file).
+    pub fn overridden_by(&self, over: &ImageOptions) -> ImageOptions {
+        ImageOptions {
+            resize: over.resize.or(self.resize),
+            resample: over.resample.or(self.resample),
+            crop: over.crop.clone().or_else(|| self.crop.clone()),
+            mean: over.mean.clone().or_else(|| self.mean.clone()),
+            std: over.std.clone().or_else(|| self.std.clone()),
+            scale: over.scale.or(self.scale),
+            offset: over.offset.or(self.offset),
+            channels: over.channels.or(self.channels),
+            layout: over.layout.or(self.layout),
+        }
+    }
+
+    /// The preprocessing for the model input `spec`: [`Preprocess::for_input`] (or, for an input
+    /// whose shape does not say, no resize/crop, ImageNet mean/std, RGB, NCHW) with these
+    /// options applied. Mean/std and scale/offset are exclusive.
+    pub fn resolve(&self, spec: &InputSpec) -> Result<Preprocess, DataError> {
+        let mut p = match Preprocess::for_input(spec) {
+            Ok(p) => p,
+            Err(e) if self.is_empty() => return Err(e),
+            Err(_) => Preprocess {
+                resize_shorter: None,
+                resample: Resample::Bilinear,
+                crop: None,
+                normalize: IMAGENET_MEAN_STD,
+                channels: Channels::Rgb,
+                layout: Layout::Nchw,
+            },
+        };
+        if let Some(r) = self.resize {
+            p.resize_shorter = (r > 0).then_some(r);
+        }
+        if let Some(r) = self.resample {
+            p.resample = r;
+        }
+        if let Some(c) = &self.crop {
+            p.crop = match c.as_slice() {
+                [0] => None,
+                [s] => Some((*s, *s)),
+                [h, w] if *h > 0 && *w > 0 => Some((*h, *w)),
+                _ => return Err(opt_err(format!(
+                    "image crop must be [size] or [height, width] with positive sizes, got {c:?}"
+                ))),
+            };
+        }
+        if let Some(c) = self.channels {
+            p.channels = c;
+        }
+        if let Some(l) = self.layout {
+            p.layout = l;
+        }
+        let mean_std = self.mean.is_some() || self.std.is_some();
+        let affine = self.scale.is_some() || self.offset.is_some();
+        if mean_std && affine {
+            return Err(opt_err(
+                "give either mean/std or scale/offset image normalisation, not both",
+            ));
+        }
+        if mean_std {
+            let mean = three("mean", self.mean.as_deref().unwrap_or(&[0.0]))?;
+            let std = three("std", self.std.as_deref().unwrap_or(&[1.0]))?;
+            if std.iter().any(|s| !(s.is_finite() && *s != 0.0))
+                || mean.iter().any(|m| !m.is_finite())
+            {
+                return Err(opt_err(format!(
+                    "image mean {mean:?} / std {std:?} must be finite with non-zero std"
+                )));
+            }
+            p.normalize = Normalize::MeanStd { mean, std };
+        } else if affine {
+            let scale = self.scale.unwrap_or(1.0);
+            let offset = self.offset.unwrap_or(0.0);
+            if !(scale.is_finite() && offset.is_finite()) {
+                return Err(opt_err("image scale and offset must be finite"));
+            }
+            p.normalize = Normalize::Affine { scale, offset };
+        }
+        Ok(p)
+    }
+
+    /// The preprocessing to open `path` with: `None` unless `path` is an image folder, else
+    /// the resolved options for the model's single input (the data module reports a model with
+    /// several inputs).
+    pub fn for_data(
+        &self,
+        path: &Path,
+        inputs: &[InputSpec],
+    ) -> Result<Option<Preprocess>, DataError> {
+        match inputs {
+            [one] if path.is_dir() => self.resolve(one).map(Some),
+            _ => Ok(None),
+        }
+    }
+}

@@ -17,7 +17,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 pub use self::image::{
-    load_image, Channels, Layout, Normalize, Preprocess, Resample, IMAGENET_MEAN_STD,
+    load_image, Channels, ImageOptions, Layout, Normalize, Preprocess, Resample, IMAGENET_MEAN_STD,
 };
 use npy::ArrayStream;
 

@@ -179,7 +179,9 @@ impl Op for QuantizeLinear {
                 .iter()
                 .zip(sv.iter().zip(&zv))
                 .map(|(&v, (&sc, &z))| {
-                    let r = ((v as f64) / sc).round_ties_even();
+                    // x / y_scale in float32, as ONNX defines it (and onnxruntime computes
+                    // it): a float64 quotient rounds differently at exact half steps.
+                    let r = f64::from(v / sc as f32).round_ties_even();
                     let r = if r.is_nan() { 0.0 } else { r };
                     ((r + z) as i64).clamp(lo, hi)
                 })

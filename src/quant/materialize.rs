@@ -441,30 +441,39 @@ pub fn qdq_blocker(f: &Format, opset: i64, weight: bool) -> Option<String> {
     }
 }
 
-/// Ops whose attributes or semantics changed between opset 7 and 24 in ways a plain opset bump
-/// would break.
-const OPSET_SENSITIVE: &[&str] = &[
-    "Clip",
-    "Squeeze",
-    "Unsqueeze",
-    "Split",
-    "Slice",
-    "Pad",
-    "Resize",
-    "Upsample",
-    "ReduceSum",
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceL2",
-    "Dropout",
-    "BatchNormalization",
-    "Softmax",
-    "LogSoftmax",
-    "TopK",
-    "Scatter",
+/// Ops whose attributes or semantics changed in a way a plain opset bump would break, with the
+/// opset versions that introduced the change (from the ONNX operator changelog): raising a model
+/// from opset `a` to `b` is refused only when one of its ops changed at a version in `(a, b]`.
+const OPSET_SENSITIVE: &[(&str, &[i64])] = &[
+    ("Clip", &[6, 11]),
+    ("Squeeze", &[13]),
+    ("Unsqueeze", &[13]),
+    ("Split", &[13, 18]),
+    ("Slice", &[10]),
+    ("Pad", &[11]),
+    ("Resize", &[10, 11, 13]),
+    ("Upsample", &[9, 10]),
+    ("ReduceSum", &[13]),
+    ("ReduceMean", &[18]),
+    ("ReduceMax", &[18]),
+    ("ReduceMin", &[18]),
+    ("ReduceProd", &[18]),
+    ("ReduceL2", &[18]),
+    ("Dropout", &[7, 10, 12]),
+    ("BatchNormalization", &[7, 9, 14]),
+    ("Softmax", &[13]),
+    ("LogSoftmax", &[13]),
+    ("TopK", &[10, 11]),
+    ("Scatter", &[11]),
 ];
+
+/// True when `op` changed meaning at an opset version in `(from, to]`.
+fn changed_between(op: &str, from: i64, to: i64) -> bool {
+    OPSET_SENSITIVE
+        .iter()
+        .find(|(o, _)| *o == op)
+        .is_some_and(|(_, vs)| vs.iter().any(|&v| v > from && v <= to))
+}
 
 /// Raises the default-domain opset to `to` when nothing in the graph changes meaning.
 pub fn raise_opset(m: &mut Model, to: i64) -> Result<(), MaterializeError> {
@@ -474,9 +483,7 @@ pub fn raise_opset(m: &mut Model, to: i64) -> Result<(), MaterializeError> {
     }
     for id in m.graph.node_ids() {
         let n = m.graph.node(id);
-        if (n.domain.is_empty() || n.domain == "ai.onnx")
-            && OPSET_SENSITIVE.contains(&n.op_type.as_str())
-        {
+        if (n.domain.is_empty() || n.domain == "ai.onnx") && changed_between(&n.op_type, from, to) {
             return Err(MaterializeError::OpsetUpgrade {
                 from,
                 to,
@@ -918,4 +925,20 @@ fn insert_qdq_weight(
     };
     add_node(m, node, what)?;
     Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_between;
+
+    #[test]
+    fn opset_changes_count_only_inside_the_raised_range() {
+        // Clip moved min/max from attributes to inputs at opset 11: a bump from 13 is safe.
+        assert!(!changed_between("Clip", 13, 21));
+        assert!(changed_between("Clip", 8, 13));
+        assert!(changed_between("Softmax", 11, 13));
+        assert!(!changed_between("Softmax", 13, 24));
+        assert!(changed_between("ReduceMean", 13, 19));
+        assert!(!changed_between("Conv", 7, 24));
+    }
 }

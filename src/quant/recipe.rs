@@ -122,6 +122,9 @@ pub struct Recipe {
     /// Opset of the exported default domain (`None` = the lowest that can express every quantizer,
     /// at least the model's own).
     pub opset: Option<i64>,
+    /// Preprocessing of image-folder data (`[images]` table; unset keys follow the model input).
+    #[serde(skip_serializing_if = "crate::data::ImageOptions::is_empty")]
+    pub images: crate::data::ImageOptions,
     /// Per-layer overrides.
     #[serde(rename = "override", skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<Override>,
@@ -145,6 +148,7 @@ impl Default for Recipe {
             seed: 0,
             export: ExportStyle::Auto,
             opset: None,
+            images: crate::data::ImageOptions::default(),
             overrides: Vec::new(),
         }
     }

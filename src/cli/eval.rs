@@ -127,6 +127,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    if let Some(j) = &args.json {
+        super::quantize::check_writable(j)?;
+    }
     let (model, interp) = load(&args.model)?;
     let out_name = pick_output(&interp, args.output_name.as_deref(), &args.model)?;
     let reference = match &args.reference {

@@ -290,6 +290,25 @@ fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
     Ok(r)
 }
 
+/// Fails unless `path`'s directory exists (output files are created there atomically).
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        bail!("cannot write {}: it is a directory", path.display());
+    }
+    Ok(())
+}
+
 /// Runs `mfq quantize`.
 pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
@@ -299,6 +318,17 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
             "refusing to overwrite the input model {}",
             args.model.display()
         );
+    }
+    // Output locations are checked before any work so a bad path fails fast and leaves nothing.
+    for p in [
+        Some(&args.output),
+        args.report.as_ref(),
+        args.simulate_out.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        check_writable(p)?;
     }
     let mut model = crate::onnx::load(&args.model)?;
     let prepare_log = quant::prepare(&mut model, &recipe.passes)?;

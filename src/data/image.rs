@@ -399,9 +399,11 @@ impl ImageOptions {
                 [0] => None,
                 [s] => Some((*s, *s)),
                 [h, w] if *h > 0 && *w > 0 => Some((*h, *w)),
-                _ => return Err(opt_err(format!(
+                _ => {
+                    return Err(opt_err(format!(
                     "image crop must be [size] or [height, width] with positive sizes, got {c:?}"
-                ))),
+                )))
+                }
             };
         }
         if let Some(c) = self.channels {

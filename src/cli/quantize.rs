@@ -84,6 +84,10 @@ pub struct QuantizeArgs {
     /// Where `--simulate-in` outputs go (.npz keyed by output name).
     #[arg(long, requires = "simulate_in")]
     pub simulate_out: Option<PathBuf>,
+    /// Also write the QONNX export of the same quantization here (skipped with a note when
+    /// QONNX cannot express the formats, e.g. MX weights).
+    #[arg(long)]
+    pub also_qonnx: Option<PathBuf>,
     #[command(flatten)]
     pub images: ImageArgs,
 }
@@ -378,6 +382,18 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         inputs.push(p.as_path());
     }
     crate::onnx::save(&exported, &args.output, &inputs)?;
+    if let Some(p) = &args.also_qonnx {
+        if crate::util::atomic::same_file(&args.model, p) {
+            bail!(
+                "refusing to overwrite the input model {}",
+                args.model.display()
+            );
+        }
+        match quant::export(&result, ExportStyle::Qonnx, None) {
+            Ok((m, _, _)) => crate::onnx::save(&m, p, &inputs)?,
+            Err(e) => eprintln!("note: --also-qonnx {} not written: {e}", p.display()),
+        }
+    }
     if let (Some(si), Some(so)) = (&args.simulate_in, &args.simulate_out) {
         let interp = crate::interp::Interpreter::new(&result.sim)?;
         let feeds: Vec<(String, crate::tensor::Tensor)> = crate::tensor::npz::read(si)?

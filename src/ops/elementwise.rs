@@ -187,6 +187,22 @@ impl Op for UnaryOp {
                 let hi = hi.map(|v| v as i64).unwrap_or(i64::MAX);
                 return Ok(vec![Tensor::I64(a.mapv(|v| v.max(lo).min(hi)))]);
             }
+            // QDQ exports clip 2–7-bit codes stored as int8/uint8 (Q → Clip → DQ).
+            (Tensor::I8(a), Unary::Clip(lo, hi)) => {
+                let lo = lo.map_or(i8::MIN, |v| v as i8);
+                let hi = hi.map_or(i8::MAX, |v| v as i8);
+                return Ok(vec![Tensor::I8(a.mapv(|v| v.max(lo).min(hi)))]);
+            }
+            (Tensor::U8(a), Unary::Clip(lo, hi)) => {
+                let lo = lo.map_or(u8::MIN, |v| v as u8);
+                let hi = hi.map_or(u8::MAX, |v| v as u8);
+                return Ok(vec![Tensor::U8(a.mapv(|v| v.max(lo).min(hi)))]);
+            }
+            (Tensor::I32(a), Unary::Clip(lo, hi)) => {
+                let lo = lo.map_or(i32::MIN, |v| v as i32);
+                let hi = hi.map_or(i32::MAX, |v| v as i32);
+                return Ok(vec![Tensor::I32(a.mapv(|v| v.max(lo).min(hi)))]);
+            }
             (Tensor::I32(a), Unary::Neg) => {
                 return Ok(vec![Tensor::I32(a.mapv(|v| v.wrapping_neg()))])
             }

@@ -56,10 +56,11 @@ GRIDS = {
         ("fp4-e2m1", "int8"), ("mxfp4", "int8"), ("mxfp8", "fp8-e4m3fn"),
         ("int4", "e3m2:unsigned"),
     ],
+    # W2 keeps CI time near 3 minutes: every format of the W1 grid appears once (activations
+    # after ReLU6 become unsigned integers in every integer pair).
     "w2": [
         ("int8", "int8"), ("int4", "int8"), ("int2", "int4"), ("int3", "int5"), ("int6", "int7"),
-        ("uint8", "int8"),
-        ("e2m1", "e4m3"), ("e3m2", "e3m2"), ("e2m3", "e2m3"), ("e4m3", "e5m2"),
+        ("e2m1", "e4m3"), ("e3m2", "e2m3"), ("e4m3", "e5m2"),
         ("fp8-e4m3fn", "fp8-e4m3fn"), ("fp4-e2m1", "int8"), ("mxfp4", "int8"),
         ("int4", "e3m2:unsigned"),
     ],

@@ -98,19 +98,28 @@ fn w1_exports_evaluate_to_the_quantize_report() {
             s(&ej),
             "-q",
         ]);
-        assert!(text.contains("top-1 agreement with the reference"), "{text}");
+        assert!(
+            text.contains("top-1 agreement with the reference"),
+            "{text}"
+        );
         let r = json(&report)["evaluation"].clone();
         let e = json(&ej);
         assert_eq!(e["samples"], 600);
         assert_eq!(e["accuracy"]["top1"], r["quant_top1"], "{style}");
         assert_eq!(e["accuracy"]["top5"], r["quant_top5"], "{style}");
         assert_eq!(e["reference_accuracy"]["top1"], r["float_top1"], "{style}");
-        assert_eq!(e["fidelity"]["top1_agreement"], r["top1_agreement"], "{style}");
+        assert_eq!(
+            e["fidelity"]["top1_agreement"], r["top1_agreement"],
+            "{style}"
+        );
         let (es, rs) = (
             e["fidelity"]["output_sqnr_db"].as_f64().expect("sqnr"),
             r["output_sqnr_db"].as_f64().expect("sqnr"),
         );
-        assert!((es - rs).abs() < 1e-6, "{style}: eval SQNR {es} vs report {rs}");
+        assert!(
+            (es - rs).abs() < 1e-6,
+            "{style}: eval SQNR {es} vs report {rs}"
+        );
         let (ec, rc) = (
             e["fidelity"]["output_cosine"].as_f64().expect("cos"),
             r["output_cosine"].as_f64().expect("cos"),
@@ -212,10 +221,26 @@ fn image_folder_flags_reproduce_the_npz_on_w1() {
     ];
     let a = d.path().join("a.json");
     let b = d.path().join("b.json");
-    let mut args = vec!["eval", s(&model), "--data", s(&folder), "--json", s(&a), "-q"];
+    let mut args = vec![
+        "eval",
+        s(&model),
+        "--data",
+        s(&folder),
+        "--json",
+        s(&a),
+        "-q",
+    ];
     args.extend_from_slice(&raw);
     ok(&args);
-    ok(&["eval", s(&model), "--data", s(&npz_path), "--json", s(&b), "-q"]);
+    ok(&[
+        "eval",
+        s(&model),
+        "--data",
+        s(&npz_path),
+        "--json",
+        s(&b),
+        "-q",
+    ]);
     let (ja, jb) = (json(&a), json(&b));
     assert_eq!(ja["samples"], 100);
     assert_eq!(ja["accuracy"], jb["accuracy"]);

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""W2 (EfficientNet-Lite0) W8A8 and W4A8 with `mfq quantize`: runs each configuration on all 20
+labelled photos, then writes docs/reports/w2-quantize.md with the table and the exact commands.
+
+Usage: w2_quantize_report.py MFQ_BINARY [--out docs/reports/w2-quantize.md] [--calib-samples 72]
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+CONFIGS = [
+    ("W8A8", "int8", "int8"),
+    ("W8A8", "e4m3", "e4m3"),
+    ("W8A8", "fp8-e4m3fn", "fp8-e4m3fn"),
+    ("W4A8", "int4", "int8"),
+    ("W4A8", "e2m1", "int8"),
+]
+
+
+def pct(v):
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mfq")
+    ap.add_argument("--out", default="docs/reports/w2-quantize.md")
+    ap.add_argument("--calib-samples", type=int, default=72)
+    args = ap.parse_args()
+    model = "fixtures/cache/w2/w2.onnx"
+    calib = "fixtures/cache/w2/calib.npz"
+    ev = "fixtures/cache/w2/eval.npz"
+    rows, cmds = [], []
+    with tempfile.TemporaryDirectory() as d:
+        for kind, w, a in CONFIGS:
+            tag = f"{w}-{a}"
+            rep = os.path.join(d, tag + ".json")
+            cmd = [args.mfq, "quantize", model, "-o", f"w2-{tag}.onnx", "--weights", w, "--acts", a,
+                   "--calib", calib, "--calib-samples", str(args.calib_samples), "--eval", ev,
+                   "--report", f"w2-{tag}.json", "-q"]
+            cmds.append(shlex.join(cmd))
+            run = list(cmd)
+            run[run.index("-o") + 1] = os.path.join(d, tag + ".onnx")
+            run[run.index("--report") + 1] = rep
+            r = subprocess.run(run, capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(f"{tag} failed:\n{r.stderr}")
+            j = json.load(open(rep))
+            e = j["evaluation"]
+            worst = min(e["tensors"], key=lambda t: t["sqnr_alone_db"])
+            rows.append((kind, w, a, j["export"]["style"], e, worst,
+                         j["timings_s"]["total"]))
+    n = rows[0][4]["samples"]
+    lines = [
+        f"# W2 EfficientNet-Lite0: W8A8 and W4A8 with `mfq quantize` ({datetime.date.today()})",
+        "",
+        f"All {n} labelled ImageNet photos of W2 (`fixtures/cache/w2/eval.npz`), calibration on "
+        f"{args.calib_samples} of the 72 unlabelled calibration photos (`calib.npz`), default "
+        "recipe otherwise: per-channel abs-max weights, percentile 99.999 activations, float "
+        "scales, first and last layers in the same format, BN folded. fp32 reaches 18/20 top-1 "
+        "(19/20 top-5), as onnxruntime does.",
+        "",
+        "| | weights | acts | export | fp32 top-1 | quantized top-1 | top-5 | top-1 agreement "
+        "with fp32 | output SQNR (dB) | cosine | lowest tensor SQNR alone | time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, w, a, style, e, worst, t in rows:
+        lines.append(
+            f"| {kind} | {w} | {a} | {style} | {pct(e['float_top1'])} | {pct(e['quant_top1'])} | "
+            f"{pct(e['quant_top5'])} | {pct(e['top1_agreement'])} | {e['output_sqnr_db']:.2f} | "
+            f"{e['output_cosine']:.4f} | {worst['tensor']} {worst['sqnr_alone_db']:.1f} dB | "
+            f"{t:.1f} |")
+    agree_w8 = [r[4]["top1_agreement"] for r in rows if r[0] == "W8A8"]
+    lines += [
+        "",
+        "W8A8 goal (top-1 agreement with fp32 ≥ 95 %): "
+        + ("met" if all(x >= 0.95 for x in agree_w8) else "NOT met")
+        + f" ({', '.join(pct(x) for x in agree_w8)}). With 20 photos one disagreement is 5 points: "
+        "the agreement figures are coarse; SQNR and cosine are the finer measure.",
+        "",
+        "Commands (release binary; each writes the quantized model and its JSON report):",
+        "",
+        "```sh",
+        *cmds,
+        "```",
+        "",
+        f"Regenerate this file: `python scripts/w2_quantize_report.py {args.mfq}`.",
+        "",
+    ]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,13 +6,14 @@ written to a temporary directory (the fixture files are only read): sample k is 
 in variant k div 72 of
   0: as stored,  1: mirrored left-right,  2: shifted 16 pixels right (a crop of the photo padded
   by repeating its left edge),  3: mirrored and shifted.
-The same file then feeds both runs (`--calib-samples 32` and `--calib-samples 256`, batch 64,
+The same file then feeds both runs (`--calib-samples 32` and `--calib-samples 256`, batch 32 so
+both runs process full batches of the same shape,
 percentile calibration with histograms), each timed with `/usr/bin/time -f %M` (peak resident
 set size in KiB). Calibration memory is bounded when the difference is below the size of one
 batch of activations; the script prints both and the verdict.
 
 Usage: measure_calib_rss.py MFQ_BINARY [--model fixtures/cache/w2/w2.onnx]
-           [--calib fixtures/cache/w2/calib.npz] [--batch 64] [--json OUT]
+           [--calib fixtures/cache/w2/calib.npz] [--batch 32] [--json OUT]
 """
 import argparse
 import json
@@ -52,7 +53,7 @@ def main():
     ap.add_argument("mfq")
     ap.add_argument("--model", default="fixtures/cache/w2/w2.onnx")
     ap.add_argument("--calib", default="fixtures/cache/w2/calib.npz")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:

@@ -31,6 +31,8 @@ def main():
     ap.add_argument("mfq")
     ap.add_argument("--out", default="docs/reports/w2-quantize.md")
     ap.add_argument("--calib-samples", type=int, default=72)
+    ap.add_argument("--display-binary", default="target/release/mfq",
+                    help="program name shown in the documented commands")
     args = ap.parse_args()
     model = "fixtures/cache/w2/w2.onnx"
     calib = "fixtures/cache/w2/calib.npz"
@@ -43,7 +45,7 @@ def main():
             cmd = [args.mfq, "quantize", model, "-o", f"w2-{tag}.onnx", "--weights", w, "--acts", a,
                    "--calib", calib, "--calib-samples", str(args.calib_samples), "--eval", ev,
                    "--report", f"w2-{tag}.json", "-q"]
-            cmds.append(shlex.join(cmd))
+            cmds.append(shlex.join([args.display_binary] + cmd[1:]))
             run = list(cmd)
             run[run.index("-o") + 1] = os.path.join(d, tag + ".onnx")
             run[run.index("--report") + 1] = rep
@@ -81,7 +83,14 @@ def main():
         "W8A8 goal (top-1 agreement with fp32 ≥ 95 %): "
         + ("met" if all(x >= 0.95 for x in agree_w8) else "NOT met")
         + f" ({', '.join(pct(x) for x in agree_w8)}). With 20 photos one disagreement is 5 points: "
-        "the agreement figures are coarse; SQNR and cosine are the finer measure.",
+        "the agreement figures are coarse; SQNR and cosine are the finer measure. Generic e4m3 "
+        "(3 mantissa bits: every value carries up to 3 % relative error) loses more than int8 "
+        "with per-channel scales (errors of at most 0.4 % of each channel's maximum) on this "
+        "network of 16 depthwise blocks: weights alone in e4m3 give 9.6 dB output SQNR, "
+        "activations alone 11.0 dB (16 calibration photos); MSE or min/max clipping does not "
+        "change that (8.6 and 8.8 dB). W4A8 collapses with plain round-to-nearest per-channel "
+        "weights (depthwise 3x3/5x5 kernels have 9–25 weights per channel); GPTQ "
+        "(`--passes fold-batch-norm,gptq`) and 8-bit first/last layers are the tools to try.",
         "",
         "Commands (release binary; each writes the quantized model and its JSON report):",
         "",
@@ -89,7 +98,7 @@ def main():
         *cmds,
         "```",
         "",
-        f"Regenerate this file: `python scripts/w2_quantize_report.py {args.mfq}`.",
+        f"Regenerate this file: `python scripts/w2_quantize_report.py {args.display_binary}`.",
         "",
     ]
     with open(args.out, "w") as f:

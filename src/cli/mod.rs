@@ -60,6 +60,15 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Activations of a few samples reach tens of MiB: keep blocks up to 32 MiB (glibc's largest
+    // mmap threshold) on the heap and do not trim it, so the interpreter reuses memory instead of
+    // mapping and zero-filling fresh pages for every op (measured: W2 calibration 25 % faster).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: allocator tuning at start-up, before any thread exists; both calls only set limits.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -85,6 +85,12 @@ impl Observer for Watch<'_> {
     }
 }
 
+/// Samples per interpreter call during calibration. Observers are exact and order-independent,
+/// so the chunking does not change any statistic; small chunks keep every intermediate tensor
+/// of an ImageNet-size CNN below the allocator's mmap threshold (reused instead of mapped and
+/// zeroed per op) and bound peak memory by a few samples' activations.
+pub const CALIB_CHUNK: usize = 4;
+
 /// Streams `data` through the float model and observes `values` (tensor names).
 pub fn observe(
     interp: &Interpreter,
@@ -116,7 +122,7 @@ pub fn observe(
             set: &mut set,
             err: None,
         };
-        interp.run_batched_observed(&feeds, None, &mut w)?;
+        interp.run_batched_observed(&feeds, Some(CALIB_CHUNK), &mut w)?;
         if let Some(e) = w.err {
             return Err(e.into());
         }

@@ -74,7 +74,7 @@ fn w1_exports_match_onnxruntime_reference_and_qonnx() {
     }
 }
 
-/// About 3 minutes on 2 shared cores: one evaluation photo, four calibration photos.
+/// One evaluation photo, four calibration photos: about 200 s on 2 cores at moderate load.
 #[test]
 fn w2_exports_quantize_exactly_as_mfq_in_onnxruntime_reference_and_qonnx() {
     let w2 = root().join("fixtures/cache/w2");

@@ -1,10 +1,14 @@
 //! The evaluator `mfq sweep MODEL` runs for each configuration. Shared work is done once: the
 //! model is imported and prepared once, the float outputs on the evaluation set are computed
 //! once, calibration statistics are gathered once per (passes, calibration method) and reused by
-//! every format, and layer shapes for costing are inferred once.
+//! every format, and layer shapes for costing are inferred once. Each configuration may carry its
+//! own pass list: the model is prepared once per list of function-preserving passes (with
+//! calibration statistics per prepared model), and weight passes such as GPTQ run through
+//! `pipeline::quantize` for that configuration. The quantized model is evaluated by [`FastSim`].
+//! Outputs other than `[N, classes]` are scored against the float model only (top-1 agreement
+//! of the flattened output, SQNR, cosine).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use ndarray::ArrayD;
 
@@ -12,8 +16,8 @@ use crate::calib::ObserverSet;
 use crate::data::Dataset;
 use crate::interp::Interpreter;
 use crate::ir::{Model, ValueId};
-use crate::metrics::{Accuracy, PairMetric, Sqnr, Top1Agreement};
-use crate::sweep::{AccuracyKind, ConfigOutcome, ConfigRecipe, CostFigures};
+use crate::metrics::{Accuracy, Cosine, PairMetric, Sqnr, Top1Agreement};
+use crate::sweep::{AccuracyKind, ConfigOutcome, ConfigRecipe, CostFigures, Memo};
 use crate::tensor::Tensor;
 
 use super::pipeline::{self, QuantizeError};
@@ -31,7 +35,12 @@ struct EvalBatch {
 
 /// Shared state of a sweep over one model.
 pub struct SweepEvaluator {
+    /// The model as imported (each pass list prepares its own copy).
+    raw: Model,
+    /// The model prepared with the base recipe's passes: float reference and layer shapes.
     model: Model,
+    /// Prepared models by function-preserving pass list (the base list maps to `model`).
+    prepared: Memo<Vec<String>, Model>,
     base: Recipe,
     calib: Dataset,
     batches: Vec<EvalBatch>,
@@ -39,7 +48,26 @@ pub struct SweepEvaluator {
     /// Largest dot-product length and weight element count per layer name (format-independent).
     max_n: u64,
     weight_counts: BTreeMap<String, u64>,
-    stats: Mutex<BTreeMap<String, std::sync::Arc<ObserverSet>>>,
+    /// Calibration statistics by (function-preserving pass list, histogram need).
+    stats: Memo<(Vec<String>, bool), ObserverSet>,
+}
+
+/// The passes of `passes` that prepare the float model (function-preserving, run before
+/// calibration), in order: every pass the pipeline does not list as a weight pass.
+fn pre_passes(passes: &[String]) -> Vec<String> {
+    passes
+        .iter()
+        .filter(|p| !pipeline::WEIGHT_PASSES.contains(&p.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// True when `passes` holds a pass that changes how weights are quantized (it then runs
+/// through [`pipeline::quantize`], which calibrates for it).
+fn has_weight_pass(passes: &[String]) -> bool {
+    passes
+        .iter()
+        .any(|p| pipeline::WEIGHT_PASSES.contains(&p.as_str()))
 }
 
 fn err(e: impl std::fmt::Display) -> QuantizeError {
@@ -49,12 +77,13 @@ fn err(e: impl std::fmt::Display) -> QuantizeError {
 impl SweepEvaluator {
     /// Prepares the shared work: the float model (after `base.passes`) and its outputs on `eval`.
     pub fn new(
-        mut model: Model,
+        raw: Model,
         base: Recipe,
         calib: Dataset,
         eval: &Dataset,
     ) -> Result<Self, QuantizeError> {
-        pipeline::prepare(&mut model, &base.passes)?;
+        let mut model = raw.clone();
+        pipeline::prepare(&mut model, &pre_passes(&base.passes))?;
         let interp = Interpreter::new(&model).map_err(err)?;
         let output = interp
             .output_names()
@@ -109,14 +138,16 @@ impl SweepEvaluator {
             .map(|d| (d.name.clone(), d.weight_count))
             .collect();
         Ok(SweepEvaluator {
+            raw,
             model,
+            prepared: Memo::new(),
             base,
             calib,
             batches,
             output,
             max_n,
             weight_counts,
-            stats: Mutex::new(BTreeMap::new()),
+            stats: Memo::new(),
         })
     }
 
@@ -148,49 +179,66 @@ impl SweepEvaluator {
             r.seed = s;
         }
         if let Some(p) = &c.passes {
-            if p != &self.base.passes {
+            let known =
+                |x: &str| pipeline::PRE_PASSES.contains(&x) || pipeline::WEIGHT_PASSES.contains(&x);
+            if let Some(bad) = p.iter().find(|x| !known(x)) {
                 return Err(QuantizeError::Recipe(super::recipe::RecipeError::Invalid {
                     option: "passes".into(),
                     reason: format!(
-                        "this sweep prepared the model with [{}]; a different pass list per configuration is not supported yet",
-                        self.base.passes.join(", ")
+                        "unknown or unavailable pass '{bad}' (available: {}, {})",
+                        pipeline::PRE_PASSES.join(", "),
+                        pipeline::WEIGHT_PASSES.join(", ")
                     ),
                 }));
             }
+            r.passes = p.clone();
         }
         let resolved = r.resolve()?;
         Ok((r, resolved))
     }
 
+    /// The float model prepared with the function-preserving passes of `passes` (computed
+    /// once per distinct pass list).
+    fn prepared_for(&self, pre: &[String]) -> Result<std::sync::Arc<Model>, QuantizeError> {
+        if pre == pre_passes(&self.base.passes).as_slice() {
+            return self
+                .prepared
+                .get_or_try_insert(&pre.to_vec(), || Ok(self.model.clone()));
+        }
+        self.prepared.get_or_try_insert(&pre.to_vec(), || {
+            let mut m = self.raw.clone();
+            pipeline::prepare(&mut m, pre)?;
+            Ok(m)
+        })
+    }
+
     fn stats_for(
         &self,
+        model: &Model,
+        pre: &[String],
         r: &Recipe,
         needs_hist: bool,
     ) -> Result<std::sync::Arc<ObserverSet>, QuantizeError> {
         // Statistics cover every compute layer's input, whatever the formats: one set per
-        // histogram need serves all configurations.
-        let key = format!("hist={needs_hist}");
-        if let Some(s) = self
-            .stats
-            .lock()
-            .map_err(|_| err("statistics cache poisoned"))?
-            .get(&key)
-        {
-            return Ok(s.clone());
-        }
-        let s = std::sync::Arc::new(pipeline::calibration_stats(&self.model, r, &self.calib)?);
+        // (prepared model, histogram need) serves all configurations.
         self.stats
-            .lock()
-            .map_err(|_| err("statistics cache poisoned"))?
-            .insert(key, s.clone());
-        Ok(s)
+            .get_or_try_insert(&(pre.to_vec(), needs_hist), || {
+                pipeline::calibration_stats(model, r, &self.calib)
+            })
     }
 
     /// Evaluates one configuration.
     pub fn evaluate(&self, c: &ConfigRecipe) -> Result<ConfigOutcome, QuantizeError> {
         let (r, resolved) = self.recipe(c)?;
-        let stats = self.stats_for(&r, resolved.clip.needs_histogram())?;
-        let res = pipeline::quantize_with_stats(&self.model, &r, &stats)?;
+        let pre = pre_passes(&r.passes);
+        let model = self.prepared_for(&pre)?;
+        let res = if has_weight_pass(&r.passes) {
+            // Weight passes (GPTQ, …) run inside the pipeline, which calibrates for them.
+            pipeline::quantize(&model, &r, &self.calib)?
+        } else {
+            let stats = self.stats_for(&model, &pre, &r, resolved.clip.needs_histogram())?;
+            pipeline::quantize_with_stats(&model, &r, &stats)?
+        };
         let fast = if self.batches.iter().all(|b| !b.chunks.is_empty()) {
             FastSim::new(&res.sim).ok()
         } else {
@@ -203,6 +251,7 @@ impl SweepEvaluator {
         let mut acc = Accuracy::default();
         let mut agree = Top1Agreement::default();
         let mut sqnr = Sqnr::default();
+        let mut cos = Cosine::default();
         let mut labelled = true;
         for b in &self.batches {
             let q = match (&fast, &qi) {
@@ -227,12 +276,15 @@ impl SweepEvaluator {
                     .map_err(err)?,
                 (None, None) => return Err(err("no evaluator for the simulation graph")),
             };
+            // Labels score classifiers ([N, classes] outputs); other outputs (saliency maps,
+            // images) are scored against the float model only.
             match &b.labels {
-                Some(l) => acc.update(q.view(), l).map_err(err)?,
-                None => labelled = false,
+                Some(l) if b.float_out.ndim() == 2 => acc.update(q.view(), l).map_err(err)?,
+                _ => labelled = false,
             }
             agree.update(b.float_out.view(), q.view()).map_err(err)?;
             sqnr.update(b.float_out.view(), q.view()).map_err(err)?;
+            cos.update(b.float_out.view(), q.view()).map_err(err)?;
         }
         let agreement = agree.finish().map_err(err)?;
         let (accuracy, kind) = if labelled {
@@ -245,6 +297,10 @@ impl SweepEvaluator {
         let s = sqnr.finish().map_err(err)?;
         if s.is_finite() {
             fidelity.insert("sqnr_db".to_string(), s);
+        }
+        let cs = cos.finish().map_err(err)?;
+        if cs.is_finite() {
+            fidelity.insert("cosine".to_string(), cs);
         }
         let mac =
             super::cost::mac_cost(&resolved.weights, &resolved.acts, self.max_n).map_err(err)?;

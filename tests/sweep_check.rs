@@ -494,3 +494,35 @@ fn a_smaller_grid_in_the_same_directory_reuses_results_and_reports_its_plan() {
         "{md}"
     );
 }
+
+#[test]
+fn fidelity_figures_on_request_and_unknown_metric_is_an_error() {
+    let g = grid(SMALL_GRID);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("s");
+    let options = SweepOptions {
+        figure_metrics: vec!["sqnr_db".into()],
+        ..opts(2)
+    };
+    run_sweep(&g, &dir, Shard::ALL, &ok_eval, &options).expect("run");
+    for f in [
+        "accuracy_vs_mac_lut.svg",
+        "sqnr_db_vs_mac_lut.svg",
+        "sqnr_db_vs_dataflow_lut.svg",
+        "heatmap_sqnr_db_int_int.svg",
+    ] {
+        let svg = std::fs::read_to_string(dir.join(f)).unwrap_or_else(|_| panic!("{f}"));
+        assert!(svg.contains("<svg"), "{f}");
+    }
+    let svg = std::fs::read_to_string(dir.join("sqnr_db_vs_mac_lut.svg")).expect("svg");
+    assert!(svg.contains("output SQNR vs float (dB)") && svg.contains("Pareto front"));
+    let e = mfq::sweep::write_reports_with(&dir, &[], &["no_such_metric".to_string()])
+        .expect_err("unknown metric");
+    assert!(
+        e.to_string().contains("no_such_metric") && e.to_string().contains("sqnr_db"),
+        "{e}"
+    );
+    // A report without the metric removes its figures again.
+    mfq::sweep::write_reports_with(&dir, &[], &[]).expect("report");
+    assert!(!dir.join("sqnr_db_vs_mac_lut.svg").exists());
+}

@@ -3,7 +3,7 @@
 //! ([`SweepRunArgs`], [`run_with_evaluator`]) used by the model-evaluating form of the command.
 
 use crate::sweep::grid::{Grid, Validity};
-use crate::sweep::report::{merge_dirs, write_reports};
+use crate::sweep::report::{merge_dirs, write_reports_with};
 use crate::sweep::runner::{run_plan, Evaluator, Shard, SweepOptions};
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -32,6 +32,10 @@ pub struct SweepRunArgs {
     /// Do not write the reports at the end (write them later with `mfq sweep report`).
     #[arg(long)]
     pub no_report: bool,
+    /// Also draw the figures with this fidelity metric as quality axis (`sqnr_db`,
+    /// `top1_agreement`, …); repeatable.
+    #[arg(long = "figure-metric", value_name = "METRIC")]
+    pub figure_metrics: Vec<String>,
 }
 
 /// Runs a sweep with the given evaluator: loads and expands the grid (dropping combinations
@@ -53,6 +57,7 @@ pub fn run_with_evaluator<E: Display>(
         keep_going: args.keep_going,
         write_reports: !args.no_report,
         inputs,
+        figure_metrics: args.figure_metrics.clone(),
     };
     let s = run_plan(
         &plan,
@@ -186,6 +191,10 @@ pub enum SweepAction {
     Report {
         /// Sweep directory.
         dir: PathBuf,
+        /// Also draw the figures with this fidelity metric as quality axis (`sqnr_db`,
+        /// `top1_agreement`, …); repeatable.
+        #[arg(long = "figure-metric", value_name = "METRIC")]
+        figure_metrics: Vec<String>,
     },
 }
 
@@ -238,8 +247,11 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SweepAction::Report { dir } => {
-            let written = write_reports(&dir, &[])
+        SweepAction::Report {
+            dir,
+            figure_metrics,
+        } => {
+            let written = write_reports_with(&dir, &[], &figure_metrics)
                 .with_context(|| format!("writing reports for {}", dir.display()))?;
             for p in &written {
                 println!("{}", p.display());
@@ -284,6 +296,7 @@ mod tests {
             jobs: Some(2),
             keep_going: true,
             no_report: false,
+            figure_metrics: vec![],
         };
         let veto = |r: &ConfigRecipe| {
             if r.weights == "int5" {

@@ -20,6 +20,6 @@ pub mod schema;
 pub use check::{compare, load_results, CheckOptions, CheckReport};
 pub use grid::{ConfigRecipe, Grid, GridError, Plan, Validity};
 pub use memo::Memo;
-pub use report::{merge_dirs, write_reports, ReportError};
+pub use report::{merge_dirs, write_reports, write_reports_with, ReportError};
 pub use runner::{run_plan, run_sweep, Evaluator, Shard, SweepError, SweepOptions, SweepSummary};
 pub use schema::{AccuracyKind, ConfigOutcome, CostFigures, ResultsFile};

@@ -32,6 +32,76 @@ const FRONT_COLOR: RGBColor = RGBColor(0x20, 0x20, 0x20);
 /// Font size of point labels, in pixels.
 const LABEL_SIZE: f64 = 13.0;
 
+/// The quality axis of a figure: accuracy (the default figures) or one fidelity metric of the
+/// results (`top1_agreement`, `sqnr_db`, `cosine`, …), for workloads whose labels are too few
+/// or absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Quality {
+    /// `accuracy` of each configuration, in percent.
+    Accuracy,
+    /// `fidelity[name]` of each configuration (fractions such as agreement shown in percent).
+    Fidelity(String),
+}
+
+impl Quality {
+    /// Parses a figure metric name: `accuracy` or a fidelity key.
+    pub fn parse(name: &str) -> Quality {
+        match name {
+            "accuracy" => Quality::Accuracy,
+            other => Quality::Fidelity(other.to_string()),
+        }
+    }
+
+    fn percent(&self) -> bool {
+        match self {
+            Quality::Accuracy => true,
+            Quality::Fidelity(n) => n.contains("agreement") || n.contains("accuracy"),
+        }
+    }
+
+    /// The plotted value of one configuration (`None` when it lacks the metric).
+    fn value(&self, c: &ResultEntry) -> Option<f64> {
+        let v = match self {
+            Quality::Accuracy => Some(c.accuracy),
+            Quality::Fidelity(n) => c.fidelity.get(n).copied(),
+        }?;
+        let v = if self.percent() { 100.0 * v } else { v };
+        v.is_finite().then_some(v)
+    }
+
+    /// File-name stem (`accuracy`, `sqnr_db`, …).
+    fn stem(&self) -> &str {
+        match self {
+            Quality::Accuracy => "accuracy",
+            Quality::Fidelity(n) => n,
+        }
+    }
+
+    /// Short name for titles.
+    fn title(&self) -> String {
+        match self {
+            Quality::Accuracy => "accuracy".into(),
+            Quality::Fidelity(n) => match n.as_str() {
+                "top1_agreement" => "top-1 agreement with float".into(),
+                "sqnr_db" => "output SQNR".into(),
+                "cosine" => "output cosine similarity".into(),
+                other => other.replace('_', " "),
+            },
+        }
+    }
+
+    /// Axis label with unit.
+    fn axis_label(&self, kind: &str) -> String {
+        match self {
+            Quality::Accuracy if kind == "agreement" => "top-1 agreement with float (%)".into(),
+            Quality::Accuracy => "top-1 accuracy (%)".into(),
+            Quality::Fidelity(n) if n == "sqnr_db" => "output SQNR vs float (dB)".into(),
+            q if q.percent() => format!("{} (%)", q.title()),
+            q => q.title(),
+        }
+    }
+}
+
 /// Series a configuration belongs to in scatter plots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Series {
@@ -59,22 +129,34 @@ fn draw_err<E: std::fmt::Debug>(name: &str) -> impl Fn(E) -> PlotError + '_ {
     }
 }
 
-/// Draws every figure for `results` into `dir`; returns the paths written.
+/// Draws every accuracy figure for `results` into `dir`; returns the paths written.
 pub fn write_figures(
     results: &ResultsFile,
     dir: &Path,
     inputs: &[&Path],
 ) -> Result<Vec<PathBuf>, PlotError> {
+    write_quality_figures(results, dir, inputs, &Quality::Accuracy)
+}
+
+/// Draws the figures of one quality metric: `<metric>_vs_<cost>.svg` per cost figure and
+/// `heatmap_<W>_<A>.svg` (accuracy) or `heatmap_<metric>_<W>_<A>.svg` (fidelity) per family
+/// pair. Configurations without the metric are left out; nothing is drawn when none has it.
+pub fn write_quality_figures(
+    results: &ResultsFile,
+    dir: &Path,
+    inputs: &[&Path],
+    quality: &Quality,
+) -> Result<Vec<PathBuf>, PlotError> {
     let mut written = Vec::new();
-    if results.configs.is_empty() {
+    if !results.configs.iter().any(|c| quality.value(c).is_some()) {
         return Ok(written);
     }
     for metric in PARETO_METRICS {
         if !results.configs.iter().any(|c| c.cost.get(metric).is_some()) {
             continue;
         }
-        let name = format!("accuracy_vs_{metric}.svg");
-        let svg = scatter_svg(results, metric, &name)?;
+        let name = format!("{}_vs_{metric}.svg", quality.stem());
+        let svg = scatter_svg(results, metric, &name, quality)?;
         let path = dir.join(&name);
         write_atomic(&path, svg.as_bytes(), inputs)?;
         written.push(path);
@@ -86,8 +168,11 @@ pub fn write_figures(
         }
     }
     for (wf, af) in pairs {
-        let name = format!("heatmap_{}_{}.svg", wf.tag(), af.tag());
-        let svg = heatmap_svg(results, wf, af, &name)?;
+        let name = match quality {
+            Quality::Accuracy => format!("heatmap_{}_{}.svg", wf.tag(), af.tag()),
+            q => format!("heatmap_{}_{}_{}.svg", q.stem(), wf.tag(), af.tag()),
+        };
+        let svg = heatmap_svg(results, wf, af, &name, quality)?;
         let path = dir.join(&name);
         write_atomic(&path, svg.as_bytes(), inputs)?;
         written.push(path);
@@ -121,12 +206,17 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-/// Accuracy (%) against one cost figure.
-fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String, PlotError> {
+/// A quality metric (accuracy in %, or a fidelity metric) against one cost figure.
+fn scatter_svg(
+    results: &ResultsFile,
+    metric: &str,
+    name: &str,
+    quality: &Quality,
+) -> Result<String, PlotError> {
     let pts: Vec<(&ResultEntry, f64, f64)> = results
         .configs
         .iter()
-        .filter_map(|c| c.cost.get(metric).map(|x| (c, x, 100.0 * c.accuracy)))
+        .filter_map(|c| Some((c, c.cost.get(metric)?, quality.value(c)?)))
         .collect();
     let (xmin, xmax) = pts
         .iter()
@@ -139,20 +229,38 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
             (a.min(p.2), b.max(p.2))
         });
     let (x0, x1) = nice_range(xmin, xmax);
-    let y0 = ((ymin - 2.0) / 10.0).floor().max(0.0) * 10.0;
-    let y1 = ((ymax + 2.0) / 5.0).ceil().min(20.0) * 5.0;
-    let y1 = if y1 <= y0 { y0 + 10.0 } else { y1 };
-    let front_ids: Vec<&str> = results
-        .pareto
-        .get(metric)
-        .map(|v| v.iter().map(String::as_str).collect())
-        .unwrap_or_default();
+    let (y0, y1) = if quality.percent() {
+        let y0 = ((ymin - 2.0) / 10.0).floor().max(0.0) * 10.0;
+        let y1 = ((ymax + 2.0) / 5.0).ceil().min(20.0) * 5.0;
+        (y0, if y1 <= y0 { y0 + 10.0 } else { y1 })
+    } else {
+        let span = (ymax - ymin).max(1.0);
+        let step = 10f64.powf(span.log10().floor());
+        let y0 = ((ymin - 0.05 * span) / step).floor() * step;
+        let y1 = ((ymax + 0.05 * span) / step).ceil() * step;
+        (y0, if y1 <= y0 { y0 + step } else { y1 })
+    };
+    let front_ids: Vec<&str> = match quality {
+        Quality::Accuracy => results
+            .pareto
+            .get(metric)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default(),
+        _ => {
+            let idx: Vec<(usize, f64, f64)> =
+                pts.iter().enumerate().map(|(i, p)| (i, p.1, p.2)).collect();
+            super::pareto::pareto_front(&idx)
+                .into_iter()
+                .map(|i| pts[i].0.id.as_str())
+                .collect()
+        }
+    };
     let by_id: HashMap<&str, &ResultEntry> =
         results.configs.iter().map(|c| (c.id.as_str(), c)).collect();
     let front: Vec<(f64, f64, &ResultEntry)> = front_ids
         .iter()
         .filter_map(|id| by_id.get(id))
-        .filter_map(|c| c.cost.get(metric).map(|x| (x, 100.0 * c.accuracy, *c)))
+        .filter_map(|c| Some((c.cost.get(metric)?, quality.value(c)?, *c)))
         .collect();
 
     let mut svg = String::new();
@@ -164,15 +272,22 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
             .configs
             .first()
             .map_or("top1", |c| c.accuracy_kind.as_str());
-        let ylabel = if kind == "agreement" {
-            "top-1 agreement with float (%)"
-        } else {
-            "top-1 accuracy (%)"
-        };
+        let ylabel = quality.axis_label(kind);
         let title = if results.grid.is_empty() {
-            format!("Accuracy vs {}", metric_label(metric))
+            let t = quality.title();
+            let mut c = t.chars();
+            let t = c
+                .next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default();
+            format!("{t} vs {}", metric_label(metric))
         } else {
-            format!("{}: accuracy vs {}", results.grid, metric_label(metric))
+            format!(
+                "{}: {} vs {}",
+                results.grid,
+                quality.title(),
+                metric_label(metric)
+            )
         };
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 24))
@@ -190,7 +305,13 @@ fn scatter_svg(results: &ResultsFile, metric: &str, name: &str) -> Result<String
             .x_labels(8)
             .y_labels(8)
             .x_label_formatter(&|v| fmt_tick(*v))
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| {
+                if (y1 - y0) < 8.0 {
+                    format!("{v:.1}")
+                } else {
+                    format!("{v:.0}")
+                }
+            })
             .light_line_style(RGBColor(0xee, 0xee, 0xee))
             .bold_line_style(RGBColor(0xd8, 0xd8, 0xd8))
             .draw()
@@ -411,14 +532,16 @@ fn heatmap_svg(
     wf: Family,
     af: Family,
     name: &str,
+    quality: &Quality,
 ) -> Result<String, PlotError> {
     let mut cells: BTreeMap<(String, String), (f64, usize)> = BTreeMap::new();
     for c in &results.configs {
+        let Some(q) = quality.value(c) else { continue };
         if family(&c.weights) == Some(wf) && family(&c.acts) == Some(af) {
             let e = cells
                 .entry((c.weights.clone(), c.acts.clone()))
                 .or_insert((f64::NEG_INFINITY, 0));
-            e.0 = e.0.max(100.0 * c.accuracy);
+            e.0 = e.0.max(q);
             e.1 += 1;
         }
     }
@@ -469,11 +592,19 @@ fn heatmap_svg(
         let e = draw_err(name);
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(&e)?;
+        let kind = results
+            .configs
+            .first()
+            .map_or("top1", |c| c.accuracy_kind.as_str());
+        let unit = quality.axis_label(kind);
         let mut title = format!(
-            "Accuracy (%): {} weights × {} activations",
+            "{unit}: {} weights × {} activations",
             wf.label(),
             af.label()
         );
+        if let Some(f) = title.get(0..1) {
+            title = f.to_uppercase() + &title[1..];
+        }
         if !results.grid.is_empty() {
             title = format!("{}: {title}", results.grid);
         }
@@ -543,7 +674,7 @@ fn heatmap_svg(
             let style = TextStyle::from((FONT, value_font).into_font())
                 .color(text_color_on(color))
                 .pos(Pos::new(HPos::Center, VPos::Center));
-            let txt = if *acc >= 99.95 {
+            let txt = if quality.percent() && *acc >= 99.95 {
                 "100".to_string()
             } else if cell >= 40 {
                 format!("{acc:.1}")
@@ -595,7 +726,10 @@ fn heatmap_svg(
         // Colour bar, aligned with the cells.
         right
             .draw(&Text::new(
-                "accuracy (%)",
+                match quality {
+                    Quality::Accuracy => "accuracy (%)".to_string(),
+                    q => q.axis_label(""),
+                },
                 (4, (top - 14).max(0)),
                 (FONT, 14).into_font().color(&BLACK),
             ))

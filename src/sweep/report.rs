@@ -8,7 +8,7 @@
 use super::format_name::{format_info, Family};
 use super::grid::{ConfigRecipe, DroppedConfig, PlannedConfig};
 use super::pareto::pareto_front;
-use super::plot::{write_figures, PlotError};
+use super::plot::{write_figures, write_quality_figures, PlotError, Quality};
 use super::runner::CONFIGS_DIR;
 use super::schema::{
     parse_versioned, read_versioned, to_json_bytes, ConfigResult, PlanFile, ResultEntry,
@@ -44,6 +44,12 @@ pub enum ReportError {
     Inconsistent { path: PathBuf, message: String },
     #[error("{path} is not a sweep directory (no {CONFIGS_DIR}/ and no plan.json)")]
     NotASweep { path: PathBuf },
+    #[error("{dir}: no configuration has the figure metric '{metric}' (fidelity metrics present: {available})")]
+    NoSuchMetric {
+        dir: String,
+        metric: String,
+        available: String,
+    },
 }
 
 /// Sort key of one format name: valid formats first, in [`FormatInfo::sort_key`] order, then
@@ -244,6 +250,16 @@ pub fn build_results(dir: &Path) -> Result<ResultsFile, ReportError> {
 
 /// Regenerates every report of a sweep directory; returns the paths written.
 pub fn write_reports(dir: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
+    write_reports_with(dir, inputs, &[])
+}
+
+/// Like [`write_reports`], with figures of further quality metrics besides accuracy (fidelity
+/// keys of the results such as `sqnr_db` or `top1_agreement`; see [`Quality`]).
+pub fn write_reports_with(
+    dir: &Path,
+    inputs: &[PathBuf],
+    figure_metrics: &[String],
+) -> Result<Vec<PathBuf>, ReportError> {
     let results = build_results(dir)?;
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     let mut written = Vec::new();
@@ -257,6 +273,27 @@ pub fn write_reports(dir: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Rep
     put("results.csv", results_csv(&results).into_bytes())?;
     put("results.md", results_markdown(&results).into_bytes())?;
     written.extend(write_figures(&results, dir, &inputs)?);
+    for m in figure_metrics {
+        let q = Quality::parse(m);
+        if q == Quality::Accuracy {
+            continue;
+        }
+        if !results.configs.iter().any(|c| c.fidelity.contains_key(m)) {
+            return Err(ReportError::NoSuchMetric {
+                dir: dir.display().to_string(),
+                metric: m.clone(),
+                available: results
+                    .configs
+                    .iter()
+                    .flat_map(|c| c.fidelity.keys().cloned())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        written.extend(write_quality_figures(&results, dir, &inputs, &q)?);
+    }
     remove_stale_figures(dir, &written);
     Ok(written)
 }
@@ -269,8 +306,8 @@ fn remove_stale_figures(dir: &Path, written: &[PathBuf]) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let figure = name.ends_with(".svg")
-            && (name.starts_with("accuracy_vs_") || name.starts_with("heatmap_"));
+        let figure =
+            name.ends_with(".svg") && (name.contains("_vs_") || name.starts_with("heatmap_"));
         if figure
             && !written
                 .iter()

@@ -9,7 +9,7 @@
 //! grows and shards of the same grid never overlap.
 
 use super::grid::{ConfigRecipe, Grid, Plan, PlannedConfig};
-use super::report::{write_reports, ReportError};
+use super::report::{write_reports_with, ReportError};
 use super::schema::{
     parse_versioned, to_json_bytes, ConfigOutcome, ConfigResult, PlanFile, SchemaError, Timings,
     CONFIG_SCHEMA, PLAN_SCHEMA, SCHEMA_VERSION,
@@ -90,6 +90,8 @@ pub struct SweepOptions {
     pub write_reports: bool,
     /// Input files of the run (model, data, grid); output never overwrites them.
     pub inputs: Vec<PathBuf>,
+    /// Fidelity metrics to draw figures of besides accuracy (e.g. `sqnr_db`).
+    pub figure_metrics: Vec<String>,
 }
 
 impl Default for SweepOptions {
@@ -98,6 +100,7 @@ impl Default for SweepOptions {
             threads: None,
             keep_going: false,
             write_reports: true,
+            figure_metrics: Vec::new(),
             inputs: Vec::new(),
         }
     }
@@ -336,7 +339,7 @@ pub fn run_plan<E: Display>(
         }
     }
     let reports = if options.write_reports {
-        write_reports(dir, &options.inputs)?
+        write_reports_with(dir, &options.inputs, &options.figure_metrics)?
     } else {
         Vec::new()
     };

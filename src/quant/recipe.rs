@@ -125,6 +125,9 @@ pub struct Recipe {
     /// Per-layer overrides.
     #[serde(rename = "override", skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<Override>,
+    /// Options of the `noise-level-calibration` pass (`[noise_calibration]` table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_calibration: Option<crate::passes::noise_level::NoiseCalibOptions>,
 }
 
 impl Default for Recipe {
@@ -146,6 +149,7 @@ impl Default for Recipe {
             export: ExportStyle::Auto,
             opset: None,
             overrides: Vec::new(),
+            noise_calibration: None,
         }
     }
 }

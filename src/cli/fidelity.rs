@@ -165,10 +165,10 @@ pub fn run(args: FidelityArgs) -> anyhow::Result<ExitCode> {
         };
         let mut all = mk()?;
         let mut per: Vec<Acc> = groups.iter().map(|_| mk()).collect::<anyhow::Result<_>>()?;
-        for i in 0..n {
+        for (i, key) in keys.iter().enumerate() {
             let ri = r.index_axis(Axis(0), i).insert_axis(Axis(0));
             let ti = t.index_axis(Axis(0), i).insert_axis(Axis(0));
-            let g = groups.iter().position(|k| *k == keys[i]).unwrap_or(0);
+            let g = groups.iter().position(|k| k == key).unwrap_or(0);
             for acc in [&mut all, &mut per[g]] {
                 acc.psnr.update(ri.view(), ti.view())?;
                 acc.ssim.update(ri.view(), ti.view())?;

@@ -270,10 +270,10 @@ impl NoiseCalibOptions {
                         ),
                     ));
                 }
-                if s.windows(2).any(|w| !(w[1] < w[0])) {
+                if s.windows(2).any(|w| w[1] >= w[0] || w[1].is_nan()) {
                     return Err(opt_err("schedule", "must be strictly decreasing"));
                 }
-                if s.iter().any(|&x| x < self.sigma_min) {
+                if s.iter().any(|&x| x.is_nan() || x < self.sigma_min) {
                     return Err(opt_err("schedule", "levels must be at least sigma_min"));
                 }
                 Ok(s.clone())

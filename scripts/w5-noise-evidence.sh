@@ -68,15 +68,25 @@ input = "difficulty"
 values = [0.2, 0.8]
 EOF
 
+# Steps whose output exists are skipped (the run is resumable; `rm -rf $OUT` starts afresh).
 log="$OUT/timings.txt"
-: > "$log"
-t() { local s=$SECONDS; "$@"; echo "$((SECONDS - s)) s: ${*:1:3}" >> "$log"; }
+touch "$log"
+# t OUTPUT LABEL CMD...: runs CMD unless OUTPUT exists, logging its wall time under LABEL.
+t() {
+    local out=$1 label=$2 s=$SECONDS
+    shift 2
+    [ -f "$out" ] && return 0
+    "$@"
+    echo "$((SECONDS - s)) s: $label" >> "$log"
+}
 
-t "$MFQ" -q calib-set "$W5" --config "$OUT/eval.toml" -o "$OUT/eval.npz"
-t "$MFQ" -q run "$W5" --input "$OUT/eval.npz" --output "$OUT/float.npz" --batch 8
+t "$OUT/eval.npz" "calib-set eval ($EVAL_N samples)" \
+    "$MFQ" -q calib-set "$W5" --config "$OUT/eval.toml" -o "$OUT/eval.npz"
+t "$OUT/float.npz" "run float on eval" \
+    "$MFQ" -q run "$W5" --input "$OUT/eval.npz" --output "$OUT/float.npz" --batch 8
 for mode in $MODES; do
-    t "$MFQ" -q calib-set "$W5" --config "$OUT/calib.toml" --distribution "$mode" \
-        -o "$OUT/calib-$mode.npz" 2> "$OUT/calib-$mode.log"
+    [ -f "$OUT/calib-$mode.npz" ] || "$MFQ" -q calib-set "$W5" --config "$OUT/calib.toml" \
+        --distribution "$mode" -o "$OUT/calib-$mode.npz" 2> "$OUT/calib-$mode.log"
 done
 tests=()
 for fmt in $FORMATS; do
@@ -84,11 +94,12 @@ for fmt in $FORMATS; do
     a=${fmt#*/}
     for mode in $MODES; do
         tag="$mode-$w-$a"
-        t "$MFQ" -q quantize "$W5" -o "$OUT/q-$tag.onnx" --config "$OUT/calib.toml" \
+        t "$OUT/sim-$tag.npz" "quantize $tag (calibrate on $CALIB_N, simulate $EVAL_N)" \
+            "$MFQ" -q quantize "$W5" -o "$OUT/q-$tag.onnx" --config "$OUT/calib.toml" \
             --calib "$OUT/calib-$mode.npz" --weights "$w" --acts "$a" \
             --simulate-in "$OUT/eval.npz" --simulate-out "$OUT/sim-$tag.npz" \
             --report "$OUT/report-$tag.json" > "$OUT/quantize-$tag.log" 2>&1
-        tests+=(--test "W${w}A${a} $mode=$OUT/sim-$tag.npz")
+        tests+=(--test "$w/$a $mode=$OUT/sim-$tag.npz")
     done
 done
 "$MFQ" fidelity --data "$OUT/eval.npz" --reference "$OUT/float.npz" --peak 2 \
@@ -118,8 +129,9 @@ done
     cat "$OUT/fidelity.md"
     echo "By difficulty (all noise levels):"
     echo
-    sed -n '/^PSNR/,/^$/p' "$OUT/fidelity-difficulty.md" | sed 1,2d
-    echo "Calibration sets (\`mfq calib-set\` output) and wall times (release build, shared 2-core machine):"
+    sed -n '/^PSNR/,/^SSIM/p' "$OUT/fidelity-difficulty.md" | sed '1,2d;$d'
+    echo "Calibration sets (\`mfq calib-set\` output) and wall times (release build, 2 cores shared"
+    echo "with other jobs, so times vary by 2x):"
     echo
     echo '```'
     for mode in $MODES; do cat "$OUT/calib-$mode.log"; done

@@ -1,8 +1,10 @@
 //! Command-line interface: clap definitions and printing. No algorithms live here; each
 //! subcommand module parses its arguments and calls into the library.
 
+pub mod calib_set;
 pub mod check;
 pub mod eval;
+pub mod fidelity;
 pub mod inspect;
 pub mod quantize;
 pub mod run;
@@ -48,6 +50,10 @@ pub enum Command {
     Cost(Box<cost::CostArgs>),
     /// Write the Verilog of a MAC unit (or the whole synthesis grid).
     Rtl(rtl::RtlArgs),
+    /// Build a diffusion denoiser's calibration set with its sampler (noise-level-calibration).
+    CalibSet(calib_set::CalibSetArgs),
+    /// PSNR/SSIM of model outputs against reference outputs, grouped by input values.
+    Fidelity(fidelity::FidelityArgs),
 }
 
 /// Entry point used by the binary. Exit codes: 0 success, 1 failure (or a regression found by
@@ -105,6 +111,8 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args),
         Command::Cost(a) => cost::run(*a),
         Command::Rtl(a) => rtl::run(a),
+        Command::CalibSet(a) => calib_set::run(a),
+        Command::Fidelity(a) => fidelity::run(a),
     }
 }
 

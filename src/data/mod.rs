@@ -228,6 +228,10 @@ enum Source {
         labels: Option<Vec<i64>>,
         prep: Preprocess,
     },
+    /// Arrays held in memory, one per input in input order (e.g. a generated calibration set).
+    Memory {
+        arrays: std::sync::Arc<Vec<ArrayD<f32>>>,
+    },
 }
 
 /// Name of the optional label array in a `.npz`.
@@ -392,6 +396,93 @@ impl Dataset {
         })
     }
 
+    /// A data set over arrays already in memory (axis 0 = samples), one per model input keyed
+    /// by input name; `name` stands in for the file name in error messages. The same checks as
+    /// for files apply (every input present, float32 input, per-sample shape, equal lengths,
+    /// non-empty, finite values).
+    pub fn from_arrays(
+        name: &str,
+        inputs: &[InputSpec],
+        arrays: Vec<(String, ArrayD<f32>)>,
+    ) -> Result<Self, DataError> {
+        let path = PathBuf::from(name);
+        if inputs.is_empty() {
+            return Err(DataError::Inputs {
+                path,
+                reason: "the model declares no inputs".into(),
+            });
+        }
+        let mut ordered = Vec::with_capacity(inputs.len());
+        let mut rows: Option<usize> = None;
+        for spec in inputs {
+            let Some((_, a)) = arrays.iter().find(|(n, _)| *n == spec.name) else {
+                return Err(DataError::MissingArray {
+                    path,
+                    array: spec.name.clone(),
+                    available: arrays.iter().map(|(n, _)| n.clone()).collect(),
+                });
+            };
+            if spec.dtype != DType::F32 {
+                return Err(DataError::WrongDtype {
+                    path,
+                    array: spec.name.clone(),
+                    found: DType::F32,
+                    expected: format!("{} (model input '{}')", spec.dtype, spec.name),
+                    hint: String::new(),
+                });
+            }
+            if a.ndim() == 0 || !spec.accepts_sample(&a.shape()[1..]) {
+                return Err(DataError::WrongShape {
+                    path,
+                    array: spec.name.clone(),
+                    input: spec.name.clone(),
+                    found: a.shape().to_vec(),
+                    expected: spec.shape_string(),
+                });
+            }
+            let n = a.shape()[0];
+            match rows {
+                None => rows = Some(n),
+                Some(r) if r != n => {
+                    return Err(DataError::LengthMismatch {
+                        path,
+                        array: spec.name.clone(),
+                        found: n,
+                        reference: inputs[0].name.clone(),
+                        expected: r,
+                    })
+                }
+                Some(_) => {}
+            }
+            if let Some(k) = a.iter().position(|v| !v.is_finite()) {
+                let per = (a.len() / n.max(1)).max(1);
+                return Err(DataError::NonFinite {
+                    path,
+                    array: spec.name.clone(),
+                    sample: k / per,
+                    value: a.iter().nth(k).copied().unwrap_or(f32::NAN),
+                });
+            }
+            ordered.push(a.as_standard_layout().into_owned());
+        }
+        let total = rows.unwrap_or(0);
+        if total == 0 {
+            return Err(DataError::Empty {
+                path,
+                selected: false,
+            });
+        }
+        Ok(Self {
+            path,
+            inputs: inputs.to_vec(),
+            source: Source::Memory {
+                arrays: std::sync::Arc::new(ordered),
+            },
+            total,
+            selected: (0..total).collect(),
+        })
+    }
+
     fn open_npz(path: &Path, inputs: &[InputSpec]) -> Result<(Source, usize), DataError> {
         let names = npy::npz_names_of(path)?;
         let data_names: Vec<&String> = names.iter().filter(|n| *n != LABELS).collect();
@@ -473,6 +564,7 @@ impl Dataset {
             Source::Npz { labels, .. } => *labels,
             Source::Npy => false,
             Source::Images { labels, .. } => labels.is_some(),
+            Source::Memory { .. } => false,
         }
     }
 
@@ -519,7 +611,7 @@ impl Dataset {
                 }
             }
             Source::Npy => streams.push(ArrayStream::open_npy(&self.path, &self.inputs[0].name)?),
-            Source::Images { .. } => {}
+            Source::Images { .. } | Source::Memory { .. } => {}
         }
         Ok(Batches {
             ds: self,
@@ -582,6 +674,11 @@ impl Batches<'_> {
                 inputs.push((spec.name.clone(), arr));
                 if let Some(l) = l {
                     labels = Some(rows.iter().map(|&r| l[r]).collect());
+                }
+            }
+            Source::Memory { arrays } => {
+                for (spec, a) in ds.inputs.iter().zip(arrays.iter()) {
+                    inputs.push((spec.name.clone(), a.select(ndarray::Axis(0), rows)));
                 }
             }
             Source::Npz { .. } | Source::Npy => {

@@ -6,7 +6,8 @@
 //! Implemented: [`gptq`] (`gptq`), [`equalize`] (`equalize-channels`), [`smooth`]
 //! (`smooth-quant`), [`bias`] (`correct-bias`), [`adaround`] (`learned-rounding`),
 //! [`exponent_shift`] (`exponent-shift`), [`fp_search`] (`fp-search`, numeric core: the caller
-//! applies the chosen formats and scales to the layer's quantizers).
+//! applies the chosen formats and scales to the layer's quantizers), [`noise_level`]
+//! (`noise-level-calibration`: builds a diffusion denoiser's calibration set with its sampler).
 //! The registry [`Pass`] parses every pass name of the pipeline, including the ones not
 //! implemented here; asking for those yields [`PassError::NotImplemented`].
 
@@ -17,6 +18,7 @@ pub mod exponent_shift;
 pub mod fp_search;
 pub mod gptq;
 pub mod layer;
+pub mod noise_level;
 pub mod smooth;
 
 use serde::{Deserialize, Serialize};
@@ -259,6 +261,7 @@ impl Pass {
                 | Pass::LearnedRounding(_)
                 | Pass::ExponentShift
                 | Pass::FpSearch
+                | Pass::NoiseLevelCalibration
         )
     }
 
@@ -370,12 +373,7 @@ mod tests {
         assert!(e.to_string().contains("gptqq"));
         let l = parse_pass_list("equalize-channels, gptq").expect("list");
         assert_eq!(l.len(), 2);
-        assert_eq!(
-            Pass::NoiseLevelCalibration
-                .check_implemented()
-                .expect_err("not implemented"),
-            PassError::NotImplemented("noise-level-calibration".into())
-        );
+        assert!(Pass::NoiseLevelCalibration.check_implemented().is_ok());
         assert!(Pass::Gptq(GptqOptions::default())
             .check_implemented()
             .is_ok());

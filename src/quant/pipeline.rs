@@ -45,6 +45,28 @@ pub const PRE_PASSES: &[&str] = &["fold-batch-norm", "equalize-channels"];
 /// Passes that change how weights are rounded (run after calibration).
 pub const WEIGHT_PASSES: &[&str] = &["gptq"];
 
+/// Passes that build the calibration data (run by the caller before [`quantize`], see
+/// [`noise_level_calibration`]).
+pub const DATA_PASSES: &[&str] = &["noise-level-calibration"];
+
+/// Builds the calibration set of a diffusion denoiser with the float model's sampler
+/// (`noise-level-calibration`, options from the recipe's `[noise_calibration]` table or their
+/// defaults). Returns the in-memory data set and a log line.
+pub fn noise_level_calibration(
+    model: &Model,
+    recipe: &Recipe,
+) -> Result<(Dataset, String), QuantizeError> {
+    let opts = recipe.noise_calibration.clone().unwrap_or_default();
+    let (ds, _, log) = crate::passes::noise_level::build_calibration_set(
+        model,
+        &data_inputs(model),
+        &opts,
+        recipe.batch_size,
+    )
+    .map_err(model_err)?;
+    Ok((ds, log))
+}
+
 /// Applies the function-preserving preparation passes named in `passes` (in order).
 pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, QuantizeError> {
     let mut log = Vec::new();
@@ -98,7 +120,7 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
                     r.skipped.iter().map(|k| format!("; {}", k.reason)).collect::<String>()
                 ));
             }
-            p if WEIGHT_PASSES.contains(&p) => {}
+            p if WEIGHT_PASSES.contains(&p) || DATA_PASSES.contains(&p) => {}
             other => {
                 return Err(QuantizeError::Recipe(RecipeError::Invalid {
                     option: "passes".into(),

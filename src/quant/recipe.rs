@@ -128,6 +128,9 @@ pub struct Recipe {
     /// Per-layer overrides.
     #[serde(rename = "override", skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<Override>,
+    /// Options of the `noise-level-calibration` pass (`[noise_calibration]` table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_calibration: Option<crate::passes::noise_level::NoiseCalibOptions>,
 }
 
 impl Default for Recipe {
@@ -150,6 +153,7 @@ impl Default for Recipe {
             opset: None,
             images: crate::data::ImageOptions::default(),
             overrides: Vec::new(),
+            noise_calibration: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::util::atomic::write_atomic;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use cost_model::estimate::{builtin, estimate_mac_with, Device, MacOptions};
+use cost_model::estimate::{builtin_for, estimate_mac_with, Device, MacOptions};
 use cost_model::fit::{fit, parse_results, CoeffSet};
 use cost_model::layers::{
     estimate_model, finn_estimate, qonnx_counts, Arch, LayerDesc, ModelOptions, WeightMemory,
@@ -163,7 +163,7 @@ pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
         let act = parse_operand(a, "--acts")?;
         let set = match &custom {
             Some(s) => s,
-            None => builtin(args.dsp)?,
+            None => builtin_for(device, args.dsp)?,
         };
         let e = estimate_mac_with(set, &act, &wt, n, &mac)?;
         if args.json {
@@ -173,6 +173,9 @@ pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
                 "{} x {} (n = {n}, {:?}, datapath {}): {} LUT, {} FF, {} carry, {} DSP, accumulator {} bits\ncoefficients: {}",
                 e.act, e.wt, device, e.datapath, e.lut, e.ff, e.carry, e.dsp, e.acc_bits, e.coefficients
             );
+            if let Some(note) = &e.device_note {
+                println!("note: {note}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -138,7 +138,8 @@ pub const QONNX_COSTED_OPS: &[&str] = &["Conv", "MatMul", "Gemm"];
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GraphCounts {
     /// Every compute node (Conv, ConvTranspose, Gemm, MatMul, Einsum) in graph order, with
-    /// QONNX's datatypes of input 0, input 1 and output 0.
+    /// QONNX's datatypes of input 0, input 1 and output 0; an unnamed node is named after its
+    /// first output.
     pub nodes: Vec<cost_model::layers::QonnxNode>,
     /// QONNX totals over the nodes QONNX costs ([`QONNX_COSTED_OPS`]).
     pub qonnx: std::collections::BTreeMap<String, f64>,
@@ -390,10 +391,13 @@ pub fn graph_counts(model: &Model) -> Result<GraphCounts, CostBridgeError> {
         {
             continue;
         }
-        let name = if node.name.is_empty() {
-            format!("n{}", id.index())
-        } else {
-            node.name.clone()
+        // Unnamed nodes are named after their first output (unique in a valid graph).
+        let name = match (
+            node.name.is_empty(),
+            node.outputs.first().copied().flatten(),
+        ) {
+            (true, Some(v)) => g.value(v).name.clone(),
+            _ => node.name.clone(),
         };
         let err = |reason: String| CostBridgeError::Layer {
             layer: name.clone(),

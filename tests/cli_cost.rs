@@ -174,3 +174,74 @@ fn cost_layers_reports_estimate_qonnx_and_finn() {
     let (ok, _, err) = mfq(&["cost", "--layers", lp, "--arch", "systolic"]);
     assert!(!ok && err.contains("--arch"), "{err}");
 }
+
+#[test]
+fn device_families_say_which_measurement_they_use() {
+    let mac = |device: &str, dsp: bool| {
+        let mut args = vec![
+            "cost",
+            "--mac",
+            "--weights",
+            "e2m1",
+            "--acts",
+            "e1m3",
+            "--n",
+            "4608",
+            "--device",
+            device,
+            "--json",
+        ];
+        if dsp {
+            args.push("--dsp");
+        }
+        let (ok, out, err) = mfq(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).expect("json")
+    };
+    let usp = mac("ultrascale+", false);
+    assert!(usp.get("device_note").is_none(), "{usp}");
+    assert!(usp["coefficients"].as_str().expect("str").contains("xcup"));
+    // 7-series: its own yosys xc7 fit.
+    let xc7 = mac("7series", false);
+    assert!(xc7.get("device_note").is_none(), "{xc7}");
+    assert!(
+        xc7["coefficients"]
+            .as_str()
+            .expect("str")
+            .contains("-family xc7"),
+        "{xc7}"
+    );
+    // Versal: no yosys target; the UltraScale+ set stands in and the estimate says so.
+    let versal = mac("versal", false);
+    let note = versal["device_note"]
+        .as_str()
+        .expect("Versal carries a device_note");
+    assert!(
+        note.contains("no yosys target") && note.contains("xcup"),
+        "{note}"
+    );
+    assert_eq!(versal["lut"], usp["lut"]);
+    // 7-series DSP flow was not synthesized: the xcup DSP set stands in, flagged.
+    let xc7_dsp = mac("7series", true);
+    assert!(
+        xc7_dsp["device_note"]
+            .as_str()
+            .expect("note")
+            .contains("xcup"),
+        "{xc7_dsp}"
+    );
+    let (ok, out, err) = mfq(&[
+        "cost",
+        "--mac",
+        "--weights",
+        "int4",
+        "--acts",
+        "int4",
+        "--n",
+        "8",
+        "--device",
+        "versal",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("note: Versal has no yosys target"), "{out}");
+}

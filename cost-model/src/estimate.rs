@@ -19,18 +19,20 @@ use std::sync::OnceLock;
 pub enum Device {
     /// AMD UltraScale+ (LUT6, CARRY8, DSP48E2, BRAM18/36, URAM).
     UltraScalePlus,
-    /// AMD Versal (LUT6, LOOKAHEAD8, DSP58, BRAM, URAM); costed with the UltraScale+ fit.
+    /// AMD Versal (LUT6, LOOKAHEAD8, DSP58, BRAM, URAM). yosys has no Versal target: costed
+    /// with the UltraScale+ fit, which every estimate says in [`MacEstimate::device_note`].
     Versal,
     /// AMD 7-series (LUT6, CARRY4, DSP48E1, BRAM18/36, no URAM).
     Series7,
 }
 
 impl Device {
-    /// Parses `ultrascale+`/`xcup`, `versal`, `7series`/`xc7`.
+    /// Parses `ultrascale+`/`xcup`, `versal`, `7series`/`xc7`. (`xcv` is not accepted: to
+    /// yosys it means Virtex, not Versal.)
     pub fn parse(s: &str) -> Result<Self, CostError> {
         match s.to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
             "ultrascale+" | "ultrascaleplus" | "xcup" | "usp" => Ok(Device::UltraScalePlus),
-            "versal" | "xcv" => Ok(Device::Versal),
+            "versal" => Ok(Device::Versal),
             "7series" | "xc7" | "series7" => Ok(Device::Series7),
             _ => Err(CostError::Invalid(format!(
                 "--device {s}: expected ultrascale+, versal or 7series"
@@ -43,6 +45,16 @@ impl Device {
         match self {
             Device::Series7 => 4,
             _ => 8,
+        }
+    }
+
+    /// The yosys `-family` a coefficient set for this device is measured with (`None`:
+    /// yosys has no such target).
+    pub fn yosys_family(&self) -> Option<&'static str> {
+        match self {
+            Device::UltraScalePlus => Some("xcup"),
+            Device::Versal => None,
+            Device::Series7 => Some("xc7"),
         }
     }
 
@@ -98,28 +110,64 @@ pub struct MacEstimate {
     pub wt: String,
     /// Coefficient set used (tool version, flow, family).
     pub coefficients: String,
+    /// Set when the coefficient set was measured for another device family than the one
+    /// asked for (Versal: always, yosys has no Versal target), saying which one stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_note: Option<String>,
 }
 
 const NODSP: &str = include_str!("../data/coeffs-yosys-0.23-xcup-nodsp.json");
+const XC7_NODSP: &str = include_str!("../data/coeffs-yosys-0.23-xc7-nodsp.json");
 const DSP: &str = include_str!("../data/coeffs-yosys-0.23-xcup-dsp.json");
 
-/// The shipped coefficient set for the flow (`use_dsp`).
+/// The shipped UltraScale+ (`xcup`) coefficient set for the flow (`use_dsp`).
 pub fn builtin(use_dsp: bool) -> Result<&'static CoeffSet, CostError> {
-    static SETS: OnceLock<[Result<CoeffSet, String>; 2]> = OnceLock::new();
+    builtin_index(usize::from(use_dsp))
+}
+
+/// The shipped coefficient set for a device and flow: the 7-series (`xc7`) set for 7-series
+/// without DSPs, the UltraScale+ (`xcup`) sets otherwise (Versal has no yosys target and the
+/// 7-series DSP flow was not synthesized; [`MacEstimate::device_note`] says so).
+pub fn builtin_for(device: Device, use_dsp: bool) -> Result<&'static CoeffSet, CostError> {
+    match (device, use_dsp) {
+        (Device::Series7, false) => builtin_index(2),
+        _ => builtin_index(usize::from(use_dsp)),
+    }
+}
+
+fn builtin_index(i: usize) -> Result<&'static CoeffSet, CostError> {
+    static SETS: OnceLock<[Result<CoeffSet, String>; 3]> = OnceLock::new();
     let sets = SETS.get_or_init(|| {
         [
             CoeffSet::from_json(NODSP, "cost-model/data/coeffs-yosys-0.23-xcup-nodsp.json")
                 .map_err(|e| e.to_string()),
             CoeffSet::from_json(DSP, "cost-model/data/coeffs-yosys-0.23-xcup-dsp.json")
                 .map_err(|e| e.to_string()),
+            CoeffSet::from_json(
+                XC7_NODSP,
+                "cost-model/data/coeffs-yosys-0.23-xc7-nodsp.json",
+            )
+            .map_err(|e| e.to_string()),
         ]
     });
-    sets[usize::from(use_dsp)]
-        .as_ref()
-        .map_err(|e| CostError::File {
-            path: "built-in coefficients".into(),
-            msg: e.clone(),
-        })
+    sets[i].as_ref().map_err(|e| CostError::File {
+        path: "built-in coefficients".into(),
+        msg: e.clone(),
+    })
+}
+
+/// Why `set` is not a measurement of `device`, if it is not.
+pub fn device_note(set: &CoeffSet, device: Device) -> Option<String> {
+    let fam = set.provenance.device_family.as_str();
+    match device.yosys_family() {
+        Some(f) if f == fam => None,
+        Some(f) => Some(format!(
+            "{device:?} costed with a coefficient set measured for yosys -family {fam}, not {f}"
+        )),
+        None => Some(format!(
+            "{device:?} has no yosys target: costed with the coefficient set measured for yosys -family {fam} (not a {device:?} measurement)"
+        )),
+    }
 }
 
 /// Model of `dp` in `set`.
@@ -143,7 +191,7 @@ pub fn estimate_mac(
     n: u64,
     opts: &MacOptions,
 ) -> Result<MacEstimate, CostError> {
-    estimate_mac_with(builtin(opts.use_dsp)?, act, wt, n, opts)
+    estimate_mac_with(builtin_for(opts.device, opts.use_dsp)?, act, wt, n, opts)
 }
 
 /// Estimates one MAC unit with an explicit coefficient set.
@@ -203,5 +251,6 @@ pub fn estimate_mac_with(
             "{} {} {} ({})",
             set.provenance.tool, set.provenance.version, set.provenance.flow, set.provenance.date
         ),
+        device_note: device_note(set, opts.device),
     })
 }

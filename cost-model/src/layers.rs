@@ -472,34 +472,95 @@ pub fn qonnx_dtype(f: Option<&Format>) -> (String, u32) {
     }
 }
 
-/// QONNX `inference_cost`-compatible counts: `op_mac_<act>_<wt>`, `mem_w_<wt>`,
-/// `mem_o_<out>`, `total_macs`, `total_bops`, `total_mem_w_bits`, `total_mem_w_elems`,
-/// `total_mem_o_bits`, `total_mem_o_elems` (values as floats, as QONNX writes them). Sparsity
-/// is discounted like QONNX's default: MACs and weight memory scale by the non-zero fraction.
-pub fn qonnx_counts(layers: &[LayerDesc]) -> BTreeMap<String, f64> {
+/// A QONNX datatype as `inference_cost` names it in its keys (`INT4`, `UINT8`, `SCALEDINT<8>`,
+/// `FLOAT<4,3,7>`, `FLOAT32`, ...) with its bit width (QONNX's `DataType.bitwidth()`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QonnxType {
+    /// QONNX datatype name.
+    pub name: String,
+    /// Bits per element.
+    pub bits: u32,
+}
+
+impl QonnxType {
+    /// `FLOAT32`, QONNX's type for any tensor it knows nothing more about.
+    pub fn float32() -> QonnxType {
+        QonnxType {
+            name: "FLOAT32".into(),
+            bits: 32,
+        }
+    }
+
+    /// The QONNX type of a format (see [`qonnx_dtype`]); `None` is `FLOAT32`.
+    pub fn of(f: Option<&Format>) -> QonnxType {
+        let (name, bits) = qonnx_dtype(f);
+        QonnxType { name, bits }
+    }
+}
+
+/// One node as QONNX's `inference_cost` costs it: MACs, weight and output elements with the
+/// datatypes of input 0 (activation), input 1 (weight) and output 0.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QonnxNode {
+    /// Node name.
+    pub name: String,
+    /// ONNX op type.
+    pub op: String,
+    /// Multiply-accumulates (batch included), before the sparsity discount.
+    pub macs: u64,
+    /// Weight elements (0 when neither operand is a constant).
+    pub weight_elems: u64,
+    /// Non-zero weight elements when the weight is a constant (`None`: no discount).
+    pub weight_nonzero: Option<u64>,
+    /// Output elements.
+    pub output_elems: u64,
+    /// Datatype of input 0.
+    pub act: QonnxType,
+    /// Datatype of input 1.
+    pub weight: QonnxType,
+    /// Datatype of output 0.
+    pub output: QonnxType,
+}
+
+/// QONNX `inference_cost`-compatible counts of costed nodes: `op_mac_<act>_<wt>`,
+/// `mem_w_<wt>`, `mem_o_<out>` summed per key, then `total_macs`, `total_bops` (Σ act bits ·
+/// weight bits · MACs), `total_mem_w_bits`, `total_mem_w_elems`, `total_mem_o_bits`,
+/// `total_mem_o_elems` computed from the keys, as QONNX does. Sparsity is discounted like
+/// QONNX's default: MACs and weight memory scale by the non-zero fraction of the weight.
+pub fn qonnx_node_counts(nodes: &[QonnxNode]) -> BTreeMap<String, f64> {
     let mut m: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut bops, mut macs, mut wbits, mut welems, mut obits, mut oelems) =
-        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for l in layers {
-        let (an, ab) = qonnx_dtype(Some(&l.act_format));
-        let (wn, wb) = qonnx_dtype(Some(&l.weight_format));
-        let (on, ob) = qonnx_dtype(l.output_format.as_ref());
+    let mut bits: BTreeMap<String, u32> = BTreeMap::new();
+    for l in nodes {
         let density = match l.weight_nonzero {
-            Some(nz) if l.weight_count > 0 => nz as f64 / l.weight_count as f64,
+            Some(nz) if l.weight_elems > 0 => nz as f64 / l.weight_elems as f64,
             _ => 1.0,
         };
-        let lm = l.macs as f64 * density;
-        let lw = l.weight_count as f64 * density;
-        let lo = l.output_count as f64;
-        *m.entry(format!("op_mac_{an}_{wn}")).or_default() += lm;
-        *m.entry(format!("mem_w_{wn}")).or_default() += lw;
-        *m.entry(format!("mem_o_{on}")).or_default() += lo;
-        bops += f64::from(ab) * f64::from(wb) * lm;
-        macs += lm;
-        wbits += f64::from(wb) * lw;
-        welems += lw;
-        obits += f64::from(ob) * lo;
-        oelems += lo;
+        let mac_key = format!("op_mac_{}_{}", l.act.name, l.weight.name);
+        bits.insert(l.act.name.clone(), l.act.bits);
+        bits.insert(l.weight.name.clone(), l.weight.bits);
+        bits.insert(l.output.name.clone(), l.output.bits);
+        *m.entry(mac_key).or_default() += l.macs as f64 * density;
+        *m.entry(format!("mem_w_{}", l.weight.name)).or_default() +=
+            l.weight_elems as f64 * density;
+        *m.entry(format!("mem_o_{}", l.output.name)).or_default() += l.output_elems as f64;
+    }
+    let (mut bops, mut macs, mut wbits, mut welems, mut obits, mut oelems) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (k, v) in &m {
+        if let Some(rest) = k.strip_prefix("op_mac_") {
+            // Datatype names never contain '_', so the split is unambiguous.
+            let (a, w) = rest.split_once('_').unwrap_or((rest, rest));
+            let ab = bits.get(a).copied().unwrap_or(32);
+            let wb = bits.get(w).copied().unwrap_or(32);
+            bops += f64::from(ab) * f64::from(wb) * v;
+            macs += v;
+        } else if let Some(t) = k.strip_prefix("mem_w_") {
+            wbits += f64::from(bits.get(t).copied().unwrap_or(32)) * v;
+            welems += v;
+        } else if let Some(t) = k.strip_prefix("mem_o_") {
+            obits += f64::from(bits.get(t).copied().unwrap_or(32)) * v;
+            oelems += v;
+        }
     }
     m.insert("total_bops".into(), bops);
     m.insert("total_macs".into(), macs);
@@ -508,4 +569,24 @@ pub fn qonnx_counts(layers: &[LayerDesc]) -> BTreeMap<String, f64> {
     m.insert("total_mem_o_bits".into(), obits);
     m.insert("total_mem_o_elems".into(), oelems);
     m
+}
+
+/// [`qonnx_node_counts`] of layer descriptions, with the layers' formats as QONNX datatypes
+/// (a unit-scale quantizer's type: `INT4`, not `SCALEDINT<4>`).
+pub fn qonnx_counts(layers: &[LayerDesc]) -> BTreeMap<String, f64> {
+    let nodes: Vec<QonnxNode> = layers
+        .iter()
+        .map(|l| QonnxNode {
+            name: l.name.clone(),
+            op: l.op.clone(),
+            macs: l.macs,
+            weight_elems: l.weight_count,
+            weight_nonzero: l.weight_nonzero,
+            output_elems: l.output_count,
+            act: QonnxType::of(Some(&l.act_format)),
+            weight: QonnxType::of(Some(&l.weight_format)),
+            output: QonnxType::of(l.output_format.as_ref()),
+        })
+        .collect();
+    qonnx_node_counts(&nodes)
 }

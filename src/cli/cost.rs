@@ -4,7 +4,7 @@
 use crate::util::atomic::write_atomic;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use cost_model::estimate::{builtin, estimate_mac_with, Device, MacOptions};
+use cost_model::estimate::{builtin_for, estimate_mac_with, Device, MacOptions};
 use cost_model::fit::{fit, parse_results, CoeffSet};
 use cost_model::layers::{
     estimate_model, finn_estimate, qonnx_counts, Arch, LayerDesc, ModelOptions, WeightMemory,
@@ -163,7 +163,7 @@ pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
         let act = parse_operand(a, "--acts")?;
         let set = match &custom {
             Some(s) => s,
-            None => builtin(args.dsp)?,
+            None => builtin_for(device, args.dsp)?,
         };
         let e = estimate_mac_with(set, &act, &wt, n, &mac)?;
         if args.json {
@@ -173,11 +173,17 @@ pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
                 "{} x {} (n = {n}, {:?}, datapath {}): {} LUT, {} FF, {} carry, {} DSP, accumulator {} bits\ncoefficients: {}",
                 e.act, e.wt, device, e.datapath, e.lut, e.ff, e.carry, e.dsp, e.acc_bits, e.coefficients
             );
+            if let Some(note) = &e.device_note {
+                println!("note: {note}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
     if custom.is_some() {
         bail!("--coeffs applies to --mac only");
+    }
+    if let (Some(mp), None, None) = (&args.model, &args.weights, &args.acts) {
+        return run_graph_counts(mp, &args);
     }
     let layers: Vec<LayerDesc> = match (&args.model, &args.layers) {
         (Some(mp), _) => model_layers(mp, &args)?,
@@ -259,6 +265,57 @@ pub fn run(args: CostArgs) -> anyhow::Result<ExitCode> {
             est.cycles_per_frame,
             if est.meets_target { "" } else { " (target throughput NOT met)" }
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mfq cost MODEL` without formats: every compute node of the graph as it is (float, or a
+/// QONNX export whose quantizers give the datatypes), counted in QONNX's convention.
+fn run_graph_counts(path: &Path, args: &CostArgs) -> anyhow::Result<ExitCode> {
+    if args.first_last.is_some() {
+        bail!("--first-last needs --weights FMT --acts FMT");
+    }
+    let m = crate::onnx::load(path)?;
+    let c = crate::quant::cost::graph_counts(&m)
+        .with_context(|| format!("counting {}", path.display()))?;
+    if args.json {
+        let obj = serde_json::json!({
+            "model": path.display().to_string(),
+            "layers": c.nodes,
+            "qonnx": c.qonnx,
+            "qonnx_skipped": c.qonnx_skipped,
+            "total_macs": c.total_macs,
+        });
+        println!("{}", serde_json::to_string_pretty(&obj)?);
+    } else if args.csv {
+        println!("layer,op,macs,weight_elems,weight_nonzero,output_elems,act_type,weight_type,output_type");
+        for n in &c.nodes {
+            println!(
+                "{},{},{},{},{},{},\"{}\",\"{}\",\"{}\"",
+                n.name,
+                n.op,
+                n.macs,
+                n.weight_elems,
+                n.weight_nonzero.map(|z| z.to_string()).unwrap_or_default(),
+                n.output_elems,
+                n.act.name,
+                n.weight.name,
+                n.output.name
+            );
+        }
+    } else {
+        println!(
+            "{}: {} compute layers, {} MACs per inference (batch 1)",
+            path.display(),
+            c.nodes.len(),
+            c.total_macs
+        );
+        for (k, v) in &c.qonnx {
+            println!("  {k}: {v}");
+        }
+        for (op, macs) in &c.qonnx_skipped {
+            println!("  not costed by QONNX inference_cost: {op} ({macs} MACs)");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

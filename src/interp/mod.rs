@@ -408,13 +408,36 @@ impl Interpreter {
             }
         }
         for s in &self.steps {
+            let t0 = prof.is_some().then(std::time::Instant::now);
+            // Input 0 is handed over by value when this is its last use and nothing else holds
+            // it (not a constant, not another input slot of this node, no observer needs it
+            // afterwards), so elementwise and reshape ops can work in place.
+            let owned = match s.inputs.first().copied().flatten() {
+                Some(v)
+                    if s.free.contains(&v)
+                        && s.inputs.iter().filter(|i| **i == Some(v)).count() == 1 =>
+                {
+                    match vals[v.index()].take().map(Arc::try_unwrap) {
+                        Some(Ok(t)) => Some(t),
+                        Some(Err(shared)) => {
+                            vals[v.index()] = Some(shared);
+                            None
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
             let ins: Vec<Option<&Tensor>> = s
                 .inputs
                 .iter()
                 .map(|i| i.and_then(|v| vals[v.index()].as_deref()))
                 .collect();
-            let t0 = prof.is_some().then(std::time::Instant::now);
-            let outs = s.op.eval(&ins).map_err(|error| InterpError::Eval {
+            let res = match owned {
+                Some(t) => s.op.eval_owned(t, &ins),
+                None => s.op.eval(&ins),
+            };
+            let outs = res.map_err(|error| InterpError::Eval {
                 node: s.label.clone(),
                 op: s.op_type.clone(),
                 error: Box::new(error),

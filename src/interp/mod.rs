@@ -114,10 +114,13 @@ pub struct InputSpec {
 pub struct Profile {
     /// (op type, number of node executions, seconds), in first-execution order.
     pub ops: Vec<(String, usize, f64)>,
+    /// (node label, op type, seconds) of every node execution, in execution order.
+    pub nodes: Vec<(String, String, f64)>,
 }
 
 impl Profile {
-    fn add(&mut self, op: &str, secs: f64) {
+    fn add(&mut self, node: &str, op: &str, secs: f64) {
+        self.nodes.push((node.to_string(), op.to_string(), secs));
         match self.ops.iter_mut().find(|e| e.0 == op) {
             Some(e) => {
                 e.1 += 1;
@@ -146,6 +149,12 @@ impl Profile {
             );
         }
         s += &format!("{:<28} {:>6} {:>10.2}\n", "total", "", total * 1e3);
+        let mut slow = self.nodes.clone();
+        slow.sort_by(|a, b| b.2.total_cmp(&a.2));
+        s += "slowest nodes:\n";
+        for (node, op, t) in slow.iter().take(8) {
+            s += &format!("  {:>10.2} ms  {op} {node}\n", t * 1e3);
+        }
         s
     }
 }
@@ -443,7 +452,7 @@ impl Interpreter {
                 error: Box::new(error),
             })?;
             if let (Some(p), Some(t0)) = (prof.as_deref_mut(), t0) {
-                p.add(&s.op_type, t0.elapsed().as_secs_f64());
+                p.add(&s.label, &s.op_type, t0.elapsed().as_secs_f64());
             }
             if outs.len() < s.outputs.iter().filter(|o| o.is_some()).count() {
                 return Err(InterpError::OutputCount {

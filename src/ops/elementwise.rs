@@ -1,5 +1,6 @@
 //! Elementwise ops: unary math and activations, numpy-broadcast binary arithmetic and
-//! comparisons, variadic Sum/Max/Min/Mean, Where, Cast, Clip, Identity and inference Dropout.
+//! comparisons, variadic Sum/Max/Min/Mean, Where, Cast, CastLike, Clip, Identity and inference
+//! Dropout.
 
 use super::{eval_err, input, Attrs, Op, OpError};
 use crate::tensor::{DType, Tensor};
@@ -676,6 +677,28 @@ impl Op for CastOp {
     }
 }
 
+/// CastLike: Cast input 0 to the element type of input 1 (same conversions as Cast).
+#[derive(Debug)]
+struct CastLikeOp;
+
+impl Op for CastLikeOp {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input("CastLike", inputs, 0)?;
+        let like = input("CastLike", inputs, 1)?;
+        let to = like.dtype();
+        if !matches!(
+            to,
+            DType::F32 | DType::F64 | DType::I64 | DType::I32 | DType::I8 | DType::U8 | DType::Bool
+        ) {
+            return Err(eval_err(
+                "CastLike",
+                format!("cast to {to} is not supported"),
+            ));
+        }
+        Ok(vec![cast(x, to)?])
+    }
+}
+
 #[derive(Debug)]
 struct IdentityOp {
     /// Dropout also returns an all-true mask.
@@ -800,6 +823,16 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
         "Max" => var(Binary::Max, false),
         "Min" => var(Binary::Min, false),
         "Where" => Ok(Some(Box::new(WhereOp))),
+        "CastLike" if opset < 15 => Ok(None),
+        "CastLike" => {
+            if a.int("saturate", 1)? != 1 {
+                return Err(a.err("saturate", "only saturate=1 is supported"));
+            }
+            if a.has("round_mode") {
+                return Err(a.err("round_mode", "not supported"));
+            }
+            Ok(Some(Box::new(CastLikeOp)))
+        }
         "Cast" => {
             let to = a.int("to", 0)?;
             if opset >= 19 && a.int("saturate", 1)? != 1 {

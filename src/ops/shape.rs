@@ -280,17 +280,54 @@ struct Concat {
     axis: i64,
 }
 
+/// Concatenates along `ax` into a standard-layout (row-major) array: for each index of the
+/// leading axes, the inputs' contiguous blocks are copied one after the other.
 fn concat_arrays<T: Clone>(ax: usize, arrs: &[&ArrayD<T>]) -> Result<ArrayD<T>, OpError> {
-    let views: Vec<_> = arrs.iter().map(|a| a.view()).collect();
-    ndarray::concatenate(Axis(ax), &views).map_err(|e| {
+    let bad = || {
         eval_err(
             "Concat",
             format!(
-                "{e}: shapes {:?}",
+                "inputs must agree on every axis except {ax}: shapes {:?}",
                 arrs.iter().map(|a| a.shape().to_vec()).collect::<Vec<_>>()
             ),
         )
-    })
+    };
+    let first = arrs.first().ok_or_else(|| eval_err("Concat", "no inputs"))?;
+    let mut shape = first.shape().to_vec();
+    if ax >= shape.len() {
+        return Err(bad());
+    }
+    shape[ax] = 0;
+    for a in arrs {
+        let sh = a.shape();
+        if sh.len() != shape.len()
+            || sh
+                .iter()
+                .zip(&shape)
+                .enumerate()
+                .any(|(i, (x, y))| i != ax && x != y)
+        {
+            return Err(bad());
+        }
+        shape[ax] += sh[ax];
+    }
+    let outer: usize = shape[..ax].iter().product();
+    let inner: usize = shape[ax + 1..].iter().product();
+    let std: Vec<_> = arrs.iter().map(|a| a.as_standard_layout()).collect();
+    let mut slices = Vec::with_capacity(std.len());
+    for a in &std {
+        let sl = a
+            .as_slice()
+            .ok_or_else(|| eval_err("Concat", "input not contiguous"))?;
+        slices.push((sl, a.shape()[ax] * inner));
+    }
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for (sl, chunk) in &slices {
+            out.extend_from_slice(&sl[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| eval_err("Concat", e.to_string()))
 }
 
 impl Op for Concat {

@@ -292,7 +292,9 @@ fn concat_arrays<T: Clone>(ax: usize, arrs: &[&ArrayD<T>]) -> Result<ArrayD<T>, 
             ),
         )
     };
-    let first = arrs.first().ok_or_else(|| eval_err("Concat", "no inputs"))?;
+    let first = arrs
+        .first()
+        .ok_or_else(|| eval_err("Concat", "no inputs"))?;
     let mut shape = first.shape().to_vec();
     if ax >= shape.len() {
         return Err(bad());

@@ -146,7 +146,9 @@ fn time_ort(w: &Workload, reps: usize) -> f64 {
 }
 
 fn main() {
-    let filter = std::env::var("BENCH_FILTER").unwrap_or_default().to_lowercase();
+    let filter = std::env::var("BENCH_FILTER")
+        .unwrap_or_default()
+        .to_lowercase();
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -176,7 +178,11 @@ fn main() {
             mfq_s / ort_s
         );
         if show_profile {
-            eprintln!("mfq time per op type, {} (last run):\n{}", w.name, prof.table());
+            eprintln!(
+                "mfq time per op type, {} (last run):\n{}",
+                w.name,
+                prof.table()
+            );
         }
     }
 }

@@ -395,7 +395,10 @@ impl Tensor {
     /// Returns a copy with a new shape (same element count, row-major order).
     pub fn reshaped(&self, shape: &[usize]) -> Result<Tensor, TensorError> {
         fn rs<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>, TensorError> {
-            make_array(shape, a.iter().cloned().collect())
+            match a.as_slice() {
+                Some(s) => make_array(shape, s.to_vec()),
+                None => make_array(shape, a.iter().cloned().collect()),
+            }
         }
         Ok(match self {
             Tensor::F32(a) => Tensor::F32(rs(a, shape)?),
@@ -427,6 +430,42 @@ impl Tensor {
                     strings: strings.clone(),
                 }
             }
+        })
+    }
+
+    /// Like [`Tensor::reshaped`] but consumes the tensor: an array in standard (row-major,
+    /// contiguous) layout is reshaped without copying its data.
+    pub fn into_reshaped(self, shape: &[usize]) -> Result<Tensor, TensorError> {
+        fn rs<T: Clone>(a: ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>, TensorError> {
+            let n: usize = shape.iter().product();
+            if n != a.len() {
+                return Err(TensorError::ElementCount {
+                    shape: shape.to_vec(),
+                    expected: n,
+                    got: a.len(),
+                });
+            }
+            if a.is_standard_layout() {
+                let got = a.len();
+                return a.into_shape_with_order(ndarray::IxDyn(shape)).map_err(|_| {
+                    TensorError::ElementCount {
+                        shape: shape.to_vec(),
+                        expected: n,
+                        got,
+                    }
+                });
+            }
+            make_array(shape, a.iter().cloned().collect())
+        }
+        Ok(match self {
+            Tensor::F32(a) => Tensor::F32(rs(a, shape)?),
+            Tensor::F64(a) => Tensor::F64(rs(a, shape)?),
+            Tensor::I64(a) => Tensor::I64(rs(a, shape)?),
+            Tensor::I32(a) => Tensor::I32(rs(a, shape)?),
+            Tensor::I8(a) => Tensor::I8(rs(a, shape)?),
+            Tensor::U8(a) => Tensor::U8(rs(a, shape)?),
+            Tensor::Bool(a) => Tensor::Bool(rs(a, shape)?),
+            packed @ Tensor::Packed { .. } => packed.reshaped(shape)?,
         })
     }
 }

@@ -10,6 +10,9 @@
 //! fixed batch size when the file fixes it, otherwise halves) and runs the chunks on the rayon
 //! pool. The split depends only on the batch size, never on the thread count, so results are
 //! deterministic.
+//!
+//! Profiling: [`Interpreter::run_profiled`] returns the wall time spent per op type; setting the
+//! environment variable `MFQ_PROFILE=1` makes every run print that table to stderr.
 
 use crate::ir::{Dim, IrError, Model, NodeId, ValueId};
 use crate::ops::{self, Op, OpError};
@@ -104,6 +107,61 @@ pub struct InputSpec {
     pub dtype: Option<DType>,
     /// Declared shape (when the file declares one).
     pub shape: Option<Vec<Dim>>,
+}
+
+/// Wall time spent per op type during one or more runs (see [`Interpreter::run_profiled`]).
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    /// (op type, number of node executions, seconds), in first-execution order.
+    pub ops: Vec<(String, usize, f64)>,
+    /// (node label, op type, seconds) of every node execution, in execution order.
+    pub nodes: Vec<(String, String, f64)>,
+}
+
+impl Profile {
+    fn add(&mut self, node: &str, op: &str, secs: f64) {
+        self.nodes.push((node.to_string(), op.to_string(), secs));
+        match self.ops.iter_mut().find(|e| e.0 == op) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += secs;
+            }
+            None => self.ops.push((op.to_string(), 1, secs)),
+        }
+    }
+
+    /// Total seconds over all ops.
+    pub fn total(&self) -> f64 {
+        self.ops.iter().map(|e| e.2).sum()
+    }
+
+    /// A table sorted by time, one op type per line: op, count, milliseconds, share.
+    pub fn table(&self) -> String {
+        let mut v = self.ops.clone();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let total = self.total().max(f64::MIN_POSITIVE);
+        let mut s = format!("{:<28} {:>6} {:>10} {:>6}\n", "op", "nodes", "ms", "%");
+        for (op, n, t) in v {
+            s += &format!(
+                "{op:<28} {n:>6} {:>10.2} {:>5.1}%\n",
+                t * 1e3,
+                100.0 * t / total
+            );
+        }
+        s += &format!("{:<28} {:>6} {:>10.2}\n", "total", "", total * 1e3);
+        let mut slow = self.nodes.clone();
+        slow.sort_by(|a, b| b.2.total_cmp(&a.2));
+        s += "slowest nodes:\n";
+        for (node, op, t) in slow.iter().take(8) {
+            s += &format!("  {:>10.2} ms  {op} {node}\n", t * 1e3);
+        }
+        s
+    }
+}
+
+fn profile_env() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MFQ_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// A compiled, reusable execution plan for one model.
@@ -314,10 +372,37 @@ impl Interpreter {
         self.exec(feeds, Some(obs))
     }
 
+    /// Runs once like [`Interpreter::run`] and also returns the wall time spent per op type.
+    pub fn run_profiled(
+        &self,
+        feeds: &[(String, Tensor)],
+    ) -> Result<(Vec<(String, Tensor)>, Profile), InterpError> {
+        self.check_inputs(feeds, false)?;
+        let mut prof = Profile::default();
+        let outs = self.exec_inner(feeds, None, Some(&mut prof))?;
+        Ok((outs, prof))
+    }
+
     fn exec(
         &self,
         feeds: &[(String, Tensor)],
+        obs: Option<&mut dyn Observer>,
+    ) -> Result<Vec<(String, Tensor)>, InterpError> {
+        if profile_env() {
+            let mut prof = Profile::default();
+            let outs = self.exec_inner(feeds, obs, Some(&mut prof))?;
+            eprint!("{}", prof.table());
+            Ok(outs)
+        } else {
+            self.exec_inner(feeds, obs, None)
+        }
+    }
+
+    fn exec_inner(
+        &self,
+        feeds: &[(String, Tensor)],
         mut obs: Option<&mut dyn Observer>,
+        mut prof: Option<&mut Profile>,
     ) -> Result<Vec<(String, Tensor)>, InterpError> {
         let mut vals: Vec<Option<Arc<Tensor>>> = vec![None; self.n_values];
         for (v, c) in &self.consts {
@@ -332,16 +417,43 @@ impl Interpreter {
             }
         }
         for s in &self.steps {
+            let t0 = prof.is_some().then(std::time::Instant::now);
+            // Input 0 is handed over by value when this is its last use and nothing else holds
+            // it (not a constant, not another input slot of this node, no observer needs it
+            // afterwards), so elementwise and reshape ops can work in place.
+            let owned = match s.inputs.first().copied().flatten() {
+                Some(v)
+                    if s.free.contains(&v)
+                        && s.inputs.iter().filter(|i| **i == Some(v)).count() == 1 =>
+                {
+                    match vals[v.index()].take().map(Arc::try_unwrap) {
+                        Some(Ok(t)) => Some(t),
+                        Some(Err(shared)) => {
+                            vals[v.index()] = Some(shared);
+                            None
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
             let ins: Vec<Option<&Tensor>> = s
                 .inputs
                 .iter()
                 .map(|i| i.and_then(|v| vals[v.index()].as_deref()))
                 .collect();
-            let outs = s.op.eval(&ins).map_err(|error| InterpError::Eval {
+            let res = match owned {
+                Some(t) => s.op.eval_owned(t, &ins),
+                None => s.op.eval(&ins),
+            };
+            let outs = res.map_err(|error| InterpError::Eval {
                 node: s.label.clone(),
                 op: s.op_type.clone(),
                 error: Box::new(error),
             })?;
+            if let (Some(p), Some(t0)) = (prof.as_deref_mut(), t0) {
+                p.add(&s.label, &s.op_type, t0.elapsed().as_secs_f64());
+            }
             if outs.len() < s.outputs.iter().filter(|o| o.is_some()).count() {
                 return Err(InterpError::OutputCount {
                     node: s.label.clone(),

@@ -46,7 +46,9 @@ fn softmax_lane(v: &mut [f32]) {
     let m = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let mut s = 0f64;
     for x in v.iter_mut() {
-        *x = (*x - m).exp();
+        *x = super::elementwise::exp_f32(*x - m);
+    }
+    for x in v.iter() {
         s += *x as f64;
     }
     let inv = (1.0 / s) as f32;

@@ -100,7 +100,8 @@ fn export_graph(g: &Graph) -> Result<GraphProto, OnnxError> {
         gp.output.push(value_info(g, *v)?);
     }
     for v in &g.value_info {
-        if g.producer(*v).is_some() && !g.outputs.contains(v) {
+        let defined = g.producer(*v).is_some() || g.value(*v).constant.is_some();
+        if defined && !g.outputs.contains(v) && !g.inputs.contains(v) {
             gp.value_info.push(value_info(g, *v)?);
         }
     }

@@ -171,10 +171,8 @@ fn import_graph(ctx: &Ctx, mut gp: GraphProto) -> Result<Graph, OnnxError> {
     }
     for vi in infos {
         if let Some(&id) = by_name.get(&vi.name) {
-            if g.value(id).constant.is_some() && g.producer(id).is_none() {
-                // value_info for an initializer adds nothing.
-                continue;
-            }
+            // Kept for initializers too (so re-export preserves it); a constant's own dtype and
+            // shape win over the entry.
             apply_info(ctx, &mut g, id, vi)?;
             g.value_info.push(id);
         }

@@ -1,11 +1,12 @@
 //! Elementwise ops: unary math and activations, numpy-broadcast binary arithmetic and
-//! comparisons, variadic Sum/Max/Min/Mean, Where, Cast, Clip, Identity and inference Dropout.
+//! comparisons, variadic Sum/Max/Min/Mean, Where, Cast, CastLike, Clip, Identity and inference
+//! Dropout.
 
 use super::{eval_err, input, Attrs, Op, OpError};
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn, Zip};
 
-use crate::kernels::elementwise::erf_f32;
+use crate::kernels::elementwise::{erf_f32, exp_f32};
 
 /// Numpy broadcast of two shapes.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
@@ -83,6 +84,7 @@ enum Unary {
 }
 
 impl Unary {
+    #[inline(always)]
     fn apply(self, x: f32) -> f32 {
         match self {
             Unary::Sqrt => x.sqrt(),
@@ -94,9 +96,9 @@ impl Unary {
             Unary::Tanh => x.tanh(),
             Unary::Sigmoid => {
                 if x >= 0.0 {
-                    1.0 / (1.0 + (-x).exp())
+                    1.0 / (1.0 + exp_f32(-x))
                 } else {
-                    let e = x.exp();
+                    let e = exp_f32(x);
                     e / (1.0 + e)
                 }
             }
@@ -220,7 +222,65 @@ impl Op for UnaryOp {
         let a = x
             .as_f32()
             .ok_or_else(|| eval_err(&self.name, "float32 input expected"))?;
-        Ok(vec![Tensor::F32(a.mapv(|v| f.apply(v)))])
+        let mut out = a.as_standard_layout().into_owned();
+        unary_in_place(f, &mut out);
+        Ok(vec![Tensor::F32(out)])
+    }
+
+    fn eval_owned(&self, first: Tensor, rest: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        match first {
+            Tensor::F32(mut a) if !self.clip_inputs => {
+                unary_in_place(self.f, &mut a);
+                Ok(vec![Tensor::F32(a)])
+            }
+            other => {
+                let mut ins = rest.to_vec();
+                ins[0] = Some(&other);
+                self.eval(&ins)
+            }
+        }
+    }
+}
+
+/// Elements per parallel task in elementwise loops. Every element is computed independently,
+/// so results do not depend on how the work is split.
+const PAR_CHUNK: usize = 1 << 14;
+
+fn map_in_place<F: Fn(f32) -> f32 + Sync>(a: &mut ArrayD<f32>, f: F) {
+    use rayon::prelude::*;
+    match a.as_slice_mut() {
+        Some(s) if s.len() > PAR_CHUNK => s
+            .par_chunks_mut(PAR_CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v))),
+        Some(s) => s.iter_mut().for_each(|v| *v = f(*v)),
+        None => a.map_inplace(|v| *v = f(*v)),
+    }
+}
+
+/// Applies a unary function in place, with one specialised loop per function.
+fn unary_in_place(f: Unary, a: &mut ArrayD<f32>) {
+    match f {
+        Unary::Sqrt => map_in_place(a, |x| Unary::Sqrt.apply(x)),
+        Unary::Reciprocal => map_in_place(a, |x| Unary::Reciprocal.apply(x)),
+        Unary::Exp => map_in_place(a, |x| Unary::Exp.apply(x)),
+        Unary::Log => map_in_place(a, |x| Unary::Log.apply(x)),
+        Unary::Sin => map_in_place(a, |x| Unary::Sin.apply(x)),
+        Unary::Cos => map_in_place(a, |x| Unary::Cos.apply(x)),
+        Unary::Tanh => map_in_place(a, |x| Unary::Tanh.apply(x)),
+        Unary::Sigmoid => map_in_place(a, |x| Unary::Sigmoid.apply(x)),
+        Unary::Relu => map_in_place(a, |x| Unary::Relu.apply(x)),
+        Unary::Neg => map_in_place(a, |x| Unary::Neg.apply(x)),
+        Unary::Abs => map_in_place(a, |x| Unary::Abs.apply(x)),
+        Unary::Floor => map_in_place(a, |x| Unary::Floor.apply(x)),
+        Unary::Ceil => map_in_place(a, |x| Unary::Ceil.apply(x)),
+        Unary::Erf => map_in_place(a, |x| Unary::Erf.apply(x)),
+        Unary::Softplus => map_in_place(a, |x| Unary::Softplus.apply(x)),
+        Unary::LeakyRelu(p) => map_in_place(a, |x| Unary::LeakyRelu(p).apply(x)),
+        Unary::HardSigmoid(p, q) => map_in_place(a, |x| Unary::HardSigmoid(p, q).apply(x)),
+        Unary::HardSwish => map_in_place(a, |x| Unary::HardSwish.apply(x)),
+        Unary::Gelu { tanh } => map_in_place(a, |x| Unary::Gelu { tanh }.apply(x)),
+        Unary::Clip(Some(lo), Some(hi)) => map_in_place(a, |x| x.max(lo).min(hi)),
+        Unary::Clip(lo, hi) => map_in_place(a, |x| Unary::Clip(lo, hi).apply(x)),
     }
 }
 
@@ -251,6 +311,7 @@ struct BinaryOp {
     f: Binary,
 }
 
+#[inline(always)]
 fn bin_f32(f: Binary, x: f32, y: f32) -> f32 {
     match f {
         Binary::Add => x + y,
@@ -309,12 +370,107 @@ fn bin_i64(f: Binary, x: i64, y: i64) -> i64 {
     }
 }
 
+/// `out[i] = g(out[i], other[i])` with `other` broadcast to `out`'s shape (checked by the
+/// caller), in parallel over fixed-size pieces for large arrays.
+fn zip_in_place<G: Fn(f32, f32) -> f32 + Sync + Send>(
+    out: &mut ArrayD<f32>,
+    other: &ArrayD<f32>,
+    g: G,
+) -> Result<(), OpError> {
+    if let (Some(o), Some(s)) = (out.as_slice_mut(), other.as_slice()) {
+        if o.len() == s.len() {
+            use rayon::prelude::*;
+            o.par_chunks_mut(PAR_CHUNK)
+                .zip(s.par_chunks(PAR_CHUNK))
+                .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(x, &y)| *x = g(*x, y)));
+            return Ok(());
+        }
+        if s.len() == 1 {
+            let y = s[0];
+            use rayon::prelude::*;
+            o.par_chunks_mut(PAR_CHUNK)
+                .for_each(|o| o.iter_mut().for_each(|x| *x = g(*x, y)));
+            return Ok(());
+        }
+    }
+    let view = other
+        .broadcast(out.raw_dim())
+        .ok_or_else(|| eval_err("broadcast", "broadcast failed"))?;
+    let z = Zip::from(out).and(&view);
+    if view.len() > PAR_CHUNK {
+        z.par_for_each(|x, &y| *x = g(*x, y));
+    } else {
+        z.for_each(|x, &y| *x = g(*x, y));
+    }
+    Ok(())
+}
+
+fn is_scalar(t: &ArrayD<f32>, v: f32) -> bool {
+    t.len() == 1 && t.iter().all(|&x| x == v)
+}
+
+/// `out = f(out, other)` (or `f(other, out)` when `swap`) elementwise, one specialised loop per
+/// op. `other` must broadcast to `out`'s shape.
+fn binary_in_place(
+    f: Binary,
+    out: &mut ArrayD<f32>,
+    other: &ArrayD<f32>,
+    swap: bool,
+) -> Result<(), OpError> {
+    macro_rules! go {
+        ($g:expr) => {
+            if swap {
+                zip_in_place(out, other, |x, y| $g(y, x))
+            } else {
+                zip_in_place(out, other, $g)
+            }
+        };
+    }
+    match f {
+        Binary::Add => go!(|x: f32, y: f32| x + y),
+        Binary::Sub => go!(|x: f32, y: f32| x - y),
+        Binary::Mul => go!(|x: f32, y: f32| x * y),
+        Binary::Div => go!(|x: f32, y: f32| x / y),
+        // x² is exactly rounded; powf(x, 2) is too on every libm we know, so this is the same.
+        Binary::Pow if !swap && is_scalar(other, 2.0) => go!(|x: f32, _y: f32| x * x),
+        f => go!(|x: f32, y: f32| bin_f32(f, x, y)),
+    }
+}
+
+/// Float32 binary op with broadcasting through the in-place loops, when the output has the shape
+/// of one of the operands (the common case); `None` otherwise.
+fn binary_f32_fast(
+    name: &str,
+    f: Binary,
+    x: &ArrayD<f32>,
+    y: &ArrayD<f32>,
+) -> Result<Option<ArrayD<f32>>, OpError> {
+    let Some(s) = broadcast_shape(x.shape(), y.shape()) else {
+        return Err(eval_err(
+            name,
+            format!("cannot broadcast {:?} with {:?}", x.shape(), y.shape()),
+        ));
+    };
+    if s == x.shape() {
+        let mut out = x.as_standard_layout().into_owned();
+        binary_in_place(f, &mut out, y, false)?;
+        Ok(Some(out))
+    } else if s == y.shape() {
+        let mut out = y.as_standard_layout().into_owned();
+        binary_in_place(f, &mut out, x, true)?;
+        Ok(Some(out))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Applies a binary arithmetic op with broadcasting to two tensors.
 fn binary(name: &str, f: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor, OpError> {
     Ok(match (a, b) {
-        (Tensor::F32(x), Tensor::F32(y)) => {
-            Tensor::F32(zip_broadcast(name, x, y, |&p, &q| bin_f32(f, p, q))?)
-        }
+        (Tensor::F32(x), Tensor::F32(y)) => match binary_f32_fast(name, f, x, y)? {
+            Some(out) => Tensor::F32(out),
+            None => Tensor::F32(zip_broadcast(name, x, y, |&p, &q| bin_f32(f, p, q))?),
+        },
         (Tensor::F32(x), other) if f == Binary::Pow => {
             let y = other.to_f32()?;
             Tensor::F32(zip_broadcast(name, x, &y, |&p, &q| bin_f32(f, p, q))?)
@@ -346,6 +502,19 @@ impl Op for BinaryOp {
         let a = input(&self.name, inputs, 0)?;
         let b = input(&self.name, inputs, 1)?;
         Ok(vec![binary(&self.name, self.f, a, b)?])
+    }
+
+    fn eval_owned(&self, first: Tensor, rest: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let b = input(&self.name, rest, 1)?;
+        match (first, b) {
+            (Tensor::F32(mut x), Tensor::F32(y))
+                if broadcast_shape(x.shape(), y.shape()).as_deref() == Some(x.shape()) =>
+            {
+                binary_in_place(self.f, &mut x, y, false)?;
+                Ok(vec![Tensor::F32(x)])
+            }
+            (other, _) => Ok(vec![binary(&self.name, self.f, &other, b)?]),
+        }
     }
 }
 
@@ -524,6 +693,28 @@ impl Op for CastOp {
     }
 }
 
+/// CastLike: Cast input 0 to the element type of input 1 (same conversions as Cast).
+#[derive(Debug)]
+struct CastLikeOp;
+
+impl Op for CastLikeOp {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input("CastLike", inputs, 0)?;
+        let like = input("CastLike", inputs, 1)?;
+        let to = like.dtype();
+        if !matches!(
+            to,
+            DType::F32 | DType::F64 | DType::I64 | DType::I32 | DType::I8 | DType::U8 | DType::Bool
+        ) {
+            return Err(eval_err(
+                "CastLike",
+                format!("cast to {to} is not supported"),
+            ));
+        }
+        Ok(vec![cast(x, to)?])
+    }
+}
+
 #[derive(Debug)]
 struct IdentityOp {
     /// Dropout also returns an all-true mask.
@@ -533,6 +724,10 @@ struct IdentityOp {
 impl Op for IdentityOp {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input("Identity", inputs, 0)?.clone();
+        self.eval_owned(x, &[])
+    }
+
+    fn eval_owned(&self, x: Tensor, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         if self.mask {
             let m = Tensor::Bool(ArrayD::from_elem(IxDyn(x.shape()), true));
             return Ok(vec![x, m]);
@@ -644,6 +839,16 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
         "Max" => var(Binary::Max, false),
         "Min" => var(Binary::Min, false),
         "Where" => Ok(Some(Box::new(WhereOp))),
+        "CastLike" if opset < 15 => Ok(None),
+        "CastLike" => {
+            if a.int("saturate", 1)? != 1 {
+                return Err(a.err("saturate", "only saturate=1 is supported"));
+            }
+            if a.has("round_mode") {
+                return Err(a.err("round_mode", "not supported"));
+            }
+            Ok(Some(Box::new(CastLikeOp)))
+        }
         "Cast" => {
             let to = a.int("to", 0)?;
             if opset >= 19 && a.int("saturate", 1)? != 1 {

@@ -51,6 +51,19 @@ pub trait Op: Send + Sync + std::fmt::Debug {
     /// Evaluates the op. `inputs[i]` is `None` for an omitted optional input.
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError>;
 
+    /// Evaluates with ownership of input 0 (`first`), which the caller no longer needs, so
+    /// elementwise and shape-only ops can reuse its buffer. `rest[0]` is `None`; the other
+    /// entries are the remaining inputs. Must compute exactly what [`Op::eval`] computes; the
+    /// default simply borrows `first`.
+    fn eval_owned(&self, first: Tensor, rest: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let mut ins = rest.to_vec();
+        if ins.is_empty() {
+            ins.push(None);
+        }
+        ins[0] = Some(&first);
+        self.eval(&ins)
+    }
+
     /// Multiply-accumulate count for the given input shapes (0 when not a MAC op).
     fn macs(&self, _inputs: &[Option<&[usize]>], _outputs: &[&[usize]]) -> u64 {
         0
@@ -202,15 +215,21 @@ pub const QONNX_DOMAINS: [&str; 3] = [
     "finn.custom_op.general",
 ];
 
+/// Highest default-domain opset accepted. Opsets 24 and 25 changed no semantics of the ops
+/// implemented here: their new operator versions (Cast, CastLike, Constant, ConstantOfShape,
+/// QuantizeLinear, DequantizeLinear, Flatten, Identity, Pad, Reshape, Shape, Size, Squeeze,
+/// Transpose, Unsqueeze) only add element types (FLOAT8E8M0 in 24, INT2/UINT2 in 25) and Cast's
+/// `round_mode` for FLOAT8E8M0, which is refused; the ops new in 24/25 (Attention, Swish, TopK,
+/// TensorScatter, …) are not implemented and are refused by name. Opset 26 and later change
+/// semantics (e.g. Range, Mod, Einsum, DepthToSpace in 27/28) and are refused.
+pub const MAX_DEFAULT_OPSET: i64 = 25;
+
 /// Builds the executable op for a node at the given opset of its domain.
 pub fn build(node: &Node, opset: i64) -> Result<Box<dyn Op>, OpError> {
     let a = Attrs::new(node, opset);
     let dom = node.domain.as_str();
     let op: Box<dyn Op> = if dom.is_empty() || dom == "ai.onnx" {
-        // Opset 24 changed the default-domain ops mfq implements only by adding element types
-        // (float8e8m0 scales for QuantizeLinear/DequantizeLinear among them); Attention changed
-        // meaning and is not implemented.
-        if !(1..=24).contains(&opset) || (opset == 24 && node.op_type == "Attention") {
+        if !(1..=MAX_DEFAULT_OPSET).contains(&opset) {
             return Err(unsupported(node, opset));
         }
         if let Some(op) = elementwise::build(&node.op_type, &a)? {

@@ -1,6 +1,6 @@
 //! Quantization ops. ONNX QuantizeLinear/DequantizeLinear (per-tensor, per-axis and blocked;
 //! integer outputs of 2–16 bits and the FP8/FP4 types) and the QONNX custom ops Quant
-//! (IntQuant), FloatQuant and BipolarQuant from the `qonnx.custom_op.general`, `onnx.brevitas`
+//! (IntQuant), FloatQuant, BipolarQuant and Trunc from the `qonnx.custom_op.general`, `onnx.brevitas`
 //! and `finn.custom_op.general` domains. All rounding and grid arithmetic uses the
 //! `quant-formats` crate so mfq's own quantizers and these ops agree bit for bit.
 
@@ -372,6 +372,111 @@ impl Op for BipolarQuant {
     }
 }
 
+/// Integer rounding of QONNX Trunc (`rounding_mode`, the modes qonnx 1.0 accepts for it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TruncRounding {
+    /// `ROUND` / `HALF_EVEN`: nearest, ties to even.
+    HalfEven,
+    /// `FLOOR`.
+    Floor,
+    /// `CEIL`.
+    Ceil,
+}
+
+impl TruncRounding {
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            TruncRounding::HalfEven => v.round_ties_even(),
+            TruncRounding::Floor => v.floor(),
+            TruncRounding::Ceil => v.ceil(),
+        }
+    }
+}
+
+/// QONNX Trunc, truncating the low bits of an already-quantized integer tensor (Brevitas
+/// `TruncIntQuant`). Arithmetic follows qonnx 1.0's `trunc_v1` / `trunc_v2` step by step in
+/// float32:
+/// - version 1 (domain opset 1; inputs x, scale, zeropt, in_bits, out_bits):
+///   `q = round(x/s + z)`, `y = (rnd(q / 2^(in_bits − out_bits)) − z) · s`;
+/// - version 2 (domain opset ≥ 2; inputs x, scale, zeropt, in_bits, out_scale, out_bits):
+///   `t = 2^round(log2(out_scale / s))`, `q = clip(round(x/s + z) / t, min_int, max_int)` of the
+///   output bit width, `y = (rnd(q) − z/t) · out_scale`.
+#[derive(Debug)]
+struct Trunc {
+    v2: bool,
+    signed: bool,
+    narrow: bool,
+    rounding: TruncRounding,
+}
+
+impl Op for Trunc {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        const OP: &str = "Trunc";
+        let x = input_f32(OP, inputs, 0)?;
+        let shape = x.shape().to_vec();
+        let s = broadcast_param(OP, &input_f32(OP, inputs, 1)?, &shape)?;
+        let z = broadcast_param(OP, &input_f32(OP, inputs, 2)?, &shape)?;
+        let scalar = |i: usize, what: &str| -> Result<f32, OpError> {
+            let t = input_f32(OP, inputs, i)?;
+            match t.iter().next() {
+                Some(&v) if t.len() == 1 => Ok(v),
+                _ => Err(eval_err(
+                    OP,
+                    format!(
+                        "{what} (input {i}) must be a scalar, got shape {:?}",
+                        t.shape()
+                    ),
+                )),
+            }
+        };
+        let in_bits = scalar(3, "input bit width")?;
+        let r = self.rounding;
+        let y: Vec<f32> = if !self.v2 {
+            let out_bits = scalar(4, "output bit width")?;
+            let t = 2f32.powf(in_bits - out_bits);
+            x.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let q = (v / s[i] + z[i]).round_ties_even() / t;
+                    (r.apply(q) - z[i]) * s[i]
+                })
+                .collect()
+        } else {
+            let os = broadcast_param(OP, &input_f32(OP, inputs, 4)?, &shape)?;
+            let out_bits = scalar(5, "output bit width")?;
+            if out_bits.fract() != 0.0 || !(1.0..=32.0).contains(&out_bits) {
+                return Err(eval_err(
+                    OP,
+                    format!("output bit width {out_bits} is not an integer in 1..32"),
+                ));
+            }
+            let b = out_bits as i32;
+            let (lo, hi) = match (self.signed, self.narrow) {
+                (true, true) => (1.0 - 2f64.powi(b - 1), 2f64.powi(b - 1) - 1.0),
+                (true, false) => (-(2f64.powi(b - 1)), 2f64.powi(b - 1) - 1.0),
+                (false, true) => (0.0, 2f64.powi(b) - 2.0),
+                (false, false) => (0.0, 2f64.powi(b) - 1.0),
+            };
+            let (lo, hi) = (lo as f32, hi as f32);
+            x.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let t = 2f32.powf((os[i] / s[i]).log2().round_ties_even());
+                    let mut q = (v / s[i] + z[i]).round_ties_even() / t;
+                    if q > hi {
+                        q = hi;
+                    }
+                    if q < lo {
+                        q = lo;
+                    }
+                    (r.apply(q) - z[i] / t) * os[i]
+                })
+                .collect()
+        };
+        Ok(vec![Tensor::F32(make_array(&shape, y)?)])
+    }
+}
+
 fn rounding(a: &Attrs, default: &str) -> Result<Rounding, OpError> {
     let r = a.string("rounding_mode", default)?;
     r.parse::<Rounding>()
@@ -455,6 +560,32 @@ pub fn build_qonnx(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> 
             })
         }
         "BipolarQuant" => Box::new(BipolarQuant),
+        "Trunc" => {
+            let v2 = a.opset() >= 2;
+            let (signed, narrow) = if v2 {
+                (a.int("signed", 1)? != 0, a.int("narrow", 0)? != 0)
+            } else {
+                (true, false)
+            };
+            let mode = a.string("rounding_mode", "FLOOR")?;
+            let rounding = match mode.to_uppercase().as_str() {
+                "ROUND" | "HALF_EVEN" => TruncRounding::HalfEven,
+                "FLOOR" => TruncRounding::Floor,
+                "CEIL" => TruncRounding::Ceil,
+                other => {
+                    return Err(a.err(
+                        "rounding_mode",
+                        format!("'{other}' is not supported (ROUND, HALF_EVEN, FLOOR, CEIL)"),
+                    ))
+                }
+            };
+            Box::new(Trunc {
+                v2,
+                signed,
+                narrow,
+                rounding,
+            })
+        }
         _ => return Ok(None),
     };
     Ok(Some(b))

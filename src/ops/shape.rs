@@ -84,15 +84,26 @@ struct Reshape {
     allowzero: bool,
 }
 
-impl Op for Reshape {
-    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let x = input("Reshape", inputs, 0)?;
+impl Reshape {
+    fn target(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<usize>, OpError> {
         let spec = match &self.attr_shape {
             Some(s) => s.clone(),
             None => input_i64s("Reshape", inputs, 1)?,
         };
-        let s = reshape_target(x.shape(), &spec, self.allowzero)?;
+        reshape_target(shape, &spec, self.allowzero)
+    }
+}
+
+impl Op for Reshape {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input("Reshape", inputs, 0)?;
+        let s = self.target(x.shape(), inputs)?;
         Ok(vec![x.reshaped(&s)?])
+    }
+
+    fn eval_owned(&self, first: Tensor, rest: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let s = self.target(first.shape(), rest)?;
+        Ok(vec![first.into_reshaped(&s)?])
     }
 }
 
@@ -101,18 +112,29 @@ struct Flatten {
     axis: i64,
 }
 
-impl Op for Flatten {
-    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let x = input("Flatten", inputs, 0)?;
-        let r = x.shape().len();
+impl Flatten {
+    fn target(&self, shape: &[usize]) -> Result<Vec<usize>, OpError> {
+        let r = shape.len();
         let a = if self.axis == r as i64 {
             r
         } else {
             axis("Flatten", self.axis, r + 1)?
         };
-        let outer: usize = x.shape()[..a].iter().product();
-        let inner: usize = x.shape()[a..].iter().product();
-        Ok(vec![x.reshaped(&[outer, inner])?])
+        let outer: usize = shape[..a].iter().product();
+        let inner: usize = shape[a..].iter().product();
+        Ok(vec![outer, inner])
+    }
+}
+
+impl Op for Flatten {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input("Flatten", inputs, 0)?;
+        Ok(vec![x.reshaped(&self.target(x.shape())?)?])
+    }
+
+    fn eval_owned(&self, first: Tensor, _: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let s = self.target(first.shape())?;
+        Ok(vec![first.into_reshaped(&s)?])
     }
 }
 
@@ -162,28 +184,39 @@ struct Squeeze {
 impl Op for Squeeze {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input("Squeeze", inputs, 0)?;
+        Ok(vec![x.reshaped(&self.target(x.shape(), inputs)?)?])
+    }
+
+    fn eval_owned(&self, first: Tensor, rest: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let s = self.target(first.shape(), rest)?;
+        Ok(vec![first.into_reshaped(&s)?])
+    }
+}
+
+impl Squeeze {
+    fn target(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<usize>, OpError> {
         let axes = if self.from_input {
             opt_input_i64s(inputs, 1)?
         } else {
             self.attr_axes.clone()
         };
-        let r = x.shape().len();
+        let r = shape.len();
         let out: Vec<usize> = match axes {
-            None => x.shape().iter().copied().filter(|&d| d != 1).collect(),
+            None => shape.iter().copied().filter(|&d| d != 1).collect(),
             Some(ax) => {
                 let ax: Vec<usize> = ax
                     .iter()
                     .map(|&a| axis("Squeeze", a, r))
                     .collect::<Result<_, _>>()?;
                 for &a in &ax {
-                    if x.shape()[a] != 1 {
+                    if shape[a] != 1 {
                         return Err(eval_err(
                             "Squeeze",
-                            format!("axis {a} of {:?} is not 1", x.shape()),
+                            format!("axis {a} of {:?} is not 1", shape),
                         ));
                     }
                 }
-                x.shape()
+                shape
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| !ax.contains(i))
@@ -191,7 +224,7 @@ impl Op for Squeeze {
                     .collect()
             }
         };
-        Ok(vec![x.reshaped(&out)?])
+        Ok(out)
     }
 }
 
@@ -203,11 +236,22 @@ struct Unsqueeze {
 impl Op for Unsqueeze {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input("Unsqueeze", inputs, 0)?;
+        Ok(vec![x.reshaped(&self.target(x.shape(), inputs)?)?])
+    }
+
+    fn eval_owned(&self, first: Tensor, rest: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let s = self.target(first.shape(), rest)?;
+        Ok(vec![first.into_reshaped(&s)?])
+    }
+}
+
+impl Unsqueeze {
+    fn target(&self, shape: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<usize>, OpError> {
         let axes = match &self.attr_axes {
             Some(a) => a.clone(),
             None => input_i64s("Unsqueeze", inputs, 1)?,
         };
-        let r = x.shape().len() + axes.len();
+        let r = shape.len() + axes.len();
         let mut ax: Vec<usize> = axes
             .iter()
             .map(|&a| axis("Unsqueeze", a, r))
@@ -217,7 +261,7 @@ impl Op for Unsqueeze {
         if ax.len() != axes.len() {
             return Err(eval_err("Unsqueeze", format!("repeated axes {axes:?}")));
         }
-        let mut it = x.shape().iter();
+        let mut it = shape.iter();
         let out: Vec<usize> = (0..r)
             .map(|i| {
                 if ax.contains(&i) {
@@ -227,7 +271,7 @@ impl Op for Unsqueeze {
                 }
             })
             .collect();
-        Ok(vec![x.reshaped(&out)?])
+        Ok(out)
     }
 }
 
@@ -236,17 +280,56 @@ struct Concat {
     axis: i64,
 }
 
+/// Concatenates along `ax` into a standard-layout (row-major) array: for each index of the
+/// leading axes, the inputs' contiguous blocks are copied one after the other.
 fn concat_arrays<T: Clone>(ax: usize, arrs: &[&ArrayD<T>]) -> Result<ArrayD<T>, OpError> {
-    let views: Vec<_> = arrs.iter().map(|a| a.view()).collect();
-    ndarray::concatenate(Axis(ax), &views).map_err(|e| {
+    let bad = || {
         eval_err(
             "Concat",
             format!(
-                "{e}: shapes {:?}",
+                "inputs must agree on every axis except {ax}: shapes {:?}",
                 arrs.iter().map(|a| a.shape().to_vec()).collect::<Vec<_>>()
             ),
         )
-    })
+    };
+    let first = arrs
+        .first()
+        .ok_or_else(|| eval_err("Concat", "no inputs"))?;
+    let mut shape = first.shape().to_vec();
+    if ax >= shape.len() {
+        return Err(bad());
+    }
+    shape[ax] = 0;
+    for a in arrs {
+        let sh = a.shape();
+        if sh.len() != shape.len()
+            || sh
+                .iter()
+                .zip(&shape)
+                .enumerate()
+                .any(|(i, (x, y))| i != ax && x != y)
+        {
+            return Err(bad());
+        }
+        shape[ax] += sh[ax];
+    }
+    let outer: usize = shape[..ax].iter().product();
+    let inner: usize = shape[ax + 1..].iter().product();
+    let std: Vec<_> = arrs.iter().map(|a| a.as_standard_layout()).collect();
+    let mut slices = Vec::with_capacity(std.len());
+    for a in &std {
+        let sl = a
+            .as_slice()
+            .ok_or_else(|| eval_err("Concat", "input not contiguous"))?;
+        slices.push((sl, a.shape()[ax] * inner));
+    }
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for (sl, chunk) in &slices {
+            out.extend_from_slice(&sl[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| eval_err("Concat", e.to_string()))
 }
 
 impl Op for Concat {

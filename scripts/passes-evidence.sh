@@ -71,11 +71,13 @@ declare -A TECH=(
 grid() {
   local wl=$1 set=$2 model=$3 calib=$4 eval=$5 n=$6 w=$7 a=$8 fl=$9 techs=${10}
   shift 10
-  for t in $techs; do
-    run "$wl-$set-$t" "$model" "$calib" "$eval" "$n" "$w" "$a" "$fl" "${TECH[$t]}" 0 "$@"
-  done
+  # round-to-nearest and its calibration-seed noise first, then the techniques
+  run "$wl-$set-rtn" "$model" "$calib" "$eval" "$n" "$w" "$a" "$fl" "${TECH[rtn]}" 0 "$@"
   for s in 1 2; do
     run "$wl-$set-rtn-seed$s" "$model" "$calib" "$eval" "$n" "$w" "$a" "$fl" "${TECH[rtn]}" "$s" "$@"
+  done
+  for t in $techs; do
+    run "$wl-$set-$t" "$model" "$calib" "$eval" "$n" "$w" "$a" "$fl" "${TECH[$t]}" 0 "$@"
   done
 }
 
@@ -94,7 +96,7 @@ if [[ " $ONLY " == *" w2 "* ]]; then
   M=fixtures/cache/w2/w2.onnx C=fixtures/cache/w2/calib.npz E=fixtures/cache/w2/eval.npz
   # On the shared 2-core machine one W2 run with gptq or correct-bias takes minutes (see the
   # per-pass times), so the default is the W4A8 integer setting only; FULL=1 runs the rest.
-  grid w2 int-w4a8 $M $C $E 64 int4 int8 int8 "rtn equalize smooth fpsearch gptq bias seed" "${W2O[@]}"
+  grid w2 int-w4a8 $M $C $E 64 int4 int8 int8 "rtn equalize smooth gptq fpsearch bias seed" "${W2O[@]}"
   if [ -n "${FULL:-}" ]; then
     grid w2 fp-w4a8 $M $C $E 64 e2m1 e4m3 e4m3 "$ALL shift" "${W2O[@]}"
     grid w2 int-w6a6 $M $C $E 64 int6 int6 int8 "rtn equalize smooth fpsearch gptq bias seed" "${W2O[@]}"

@@ -58,7 +58,10 @@ fn every_pass_runs_and_is_recorded() {
         let recs = r["passes"].as_array().expect("passes array");
         let names: Vec<&str> = recs.iter().filter_map(|p| p["name"].as_str()).collect();
         let want: Vec<String> = if passes == "seed" {
-            mfq::passes::SEED_PIPELINE.iter().map(|s| s.to_string()).collect()
+            mfq::passes::SEED_PIPELINE
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
         } else {
             passes.split(',').map(String::from).collect()
         };
@@ -68,7 +71,10 @@ fn every_pass_runs_and_is_recorded() {
             assert!(!p["log"].as_array().expect("log").is_empty(), "{p}");
         }
         if passes == "seed" {
-            let sq = recs.iter().find(|p| p["name"] == "smooth-quant").expect("sq");
+            let sq = recs
+                .iter()
+                .find(|p| p["name"] == "smooth-quant")
+                .expect("sq");
             assert_eq!(sq["options"]["alpha"].as_f64(), Some(0.6000000238418579));
         }
         let top1 = r["evaluation"]["quant_top1"].as_f64().expect("top1");
@@ -81,23 +87,44 @@ fn bad_pass_lists_are_errors_naming_the_culprit() {
     let d = tempfile::tempdir().expect("tmp");
     for (args, want) in [
         (vec!["--passes", "fold-batch-norm,gptqq"], "gptqq"),
-        (vec!["--passes", "gptq,learned-rounding"], "learned-rounding"),
         (
-            vec!["--passes", "smooth-quant", "--pass-option", "smooth-quant.alpah=0.3"],
+            vec!["--passes", "gptq,learned-rounding"],
+            "learned-rounding",
+        ),
+        (
+            vec![
+                "--passes",
+                "smooth-quant",
+                "--pass-option",
+                "smooth-quant.alpah=0.3",
+            ],
             "alpah",
         ),
         (
-            vec!["--passes", "smooth-quant", "--pass-option", "smooth-quant.alpha=3"],
+            vec![
+                "--passes",
+                "smooth-quant",
+                "--pass-option",
+                "smooth-quant.alpha=3",
+            ],
             "alpha",
         ),
         (
-            vec!["--passes", "gptq", "--pass-option", "smooth-quant.alpha=0.3"],
+            vec![
+                "--passes",
+                "gptq",
+                "--pass-option",
+                "smooth-quant.alpha=0.3",
+            ],
             "smooth-quant",
         ),
     ] {
         let out = quantize(d.path(), &args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
-        assert!(err.contains(want), "{args:?}: error does not name {want}: {err}");
+        assert!(
+            err.contains(want),
+            "{args:?}: error does not name {want}: {err}"
+        );
     }
 }

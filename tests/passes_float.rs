@@ -62,7 +62,10 @@ fn compare(what: &str, before: &[f32], after: &[f32]) {
         .iter()
         .zip(after)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    eprintln!("{what}: relative L2 difference {rel:.3e}, max |diff| / max |out| {:.3e}", worst / peak);
+    eprintln!(
+        "{what}: relative L2 difference {rel:.3e}, max |diff| / max |out| {:.3e}",
+        worst / peak
+    );
     assert!(rel <= 1e-5, "{what}: relative difference {rel:.3e} > 1e-5");
     assert!(
         worst <= 1e-4 * peak,
@@ -84,7 +87,11 @@ fn check(name: &str, model_path: &Path, calib: &Path, eval: &Path, bn: bool, sam
     if bn {
         assert!(n > 0, "{name}: expected BatchNormalization nodes to fold");
     }
-    compare(&format!("{name} fold-batch-norm ({n} folded)"), &reference, &outputs(&folded, &ev));
+    compare(
+        &format!("{name} fold-batch-norm ({n} folded)"),
+        &reference,
+        &outputs(&folded, &ev),
+    );
 
     let mut eq = folded.clone();
     let r = mfq::passes::equalize::equalize_channels(&mut eq, &EqualizeOptions::default())
@@ -103,7 +110,11 @@ fn check(name: &str, model_path: &Path, calib: &Path, eval: &Path, bn: bool, sam
     };
     let mut sm = folded.clone();
     let log = driver::smooth(&mut sm, &recipe, &cal, &SmoothOptions::default()).expect("smooth");
-    compare(&format!("{name} smooth-quant ({})", log[0]), &reference, &outputs(&sm, &ev));
+    compare(
+        &format!("{name} smooth-quant ({})", log[0]),
+        &reference,
+        &outputs(&sm, &ev),
+    );
 
     let mut sh = folded.clone();
     let mut fixed = Fixed::default();
@@ -116,7 +127,11 @@ fn check(name: &str, model_path: &Path, calib: &Path, eval: &Path, bn: bool, sam
     )
     .expect("exponent-shift");
     assert!(!fixed.acts.is_empty(), "{name}: no tensor shifted: {log:?}");
-    compare(&format!("{name} exponent-shift ({})", log[0]), &reference, &outputs(&sh, &ev));
+    compare(
+        &format!("{name} exponent-shift ({})", log[0]),
+        &reference,
+        &outputs(&sh, &ev),
+    );
 }
 
 #[test]

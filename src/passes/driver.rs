@@ -18,8 +18,8 @@ use super::fp_search::{float_splits, search_layer, SearchSpace, Start};
 use super::gptq::{gptq_layer, hessian_dims, layer_input_rows, HessianAccumulator};
 use super::layer::{constant_f32, layer_of, weight_matrices, LayerKind};
 use super::{
-    adaround, AdaRoundOptions, BiasCorrectionOptions, ExponentShiftOptions, FpSearchOptions, Pass, PassError,
-    SmoothOptions,
+    adaround, AdaRoundOptions, BiasCorrectionOptions, ExponentShiftOptions, FpSearchOptions, Pass,
+    PassError, SmoothOptions,
 };
 use crate::calib::ObserverSet;
 use crate::data::Dataset;
@@ -122,7 +122,12 @@ fn keep_rows(a: Array2<f32>, keep: usize) -> Array2<f32> {
 /// Rows of a tensor with its channels as columns: axis 1 for Conv inputs, the last axis
 /// otherwise.
 fn channel_rows(x: &ArrayD<f32>, conv: bool) -> Result<Array2<f32>, QuantizeError> {
-    let bad = || model_err(format!("activation of shape {:?} has no channel axis", x.shape()));
+    let bad = || {
+        model_err(format!(
+            "activation of shape {:?} has no channel axis",
+            x.shape()
+        ))
+    };
     if x.ndim() == 0 {
         return Err(bad());
     }
@@ -379,8 +384,9 @@ pub fn fp_search(
         return Err(PassError::InvalidOption {
             pass: "fp-search".into(),
             option: "granularity".into(),
-            reason: "fp-search chooses one weight scale per output channel; use per-channel weights"
-                .into(),
+            reason:
+                "fp-search chooses one weight scale per output channel; use per-channel weights"
+                    .into(),
         }
         .into());
     }
@@ -435,7 +441,10 @@ pub fn fp_search(
             .map(|(p, w)| concat_rows(p, w.ncols()))
             .collect::<Result<_, _>>()?;
         if x.len() != mats.len() || x.iter().any(|x| x.nrows() == 0) {
-            lines.push(format!("fp-search: {} skipped (no input rows captured)", t.name));
+            lines.push(format!(
+                "fp-search: {} skipped (no input rows captured)",
+                t.name
+            ));
             continue;
         }
         let Some(wq) = q.weights.get(&t.weight) else {
@@ -487,11 +496,17 @@ pub fn fp_search(
         ));
         // integer activations keep the recipe's format name (the unsigned choice is in the
         // fixed activation quantizer)
-        let layer_act = if matches!(lf, Format::Int(_)) { lf } else { res.act_format };
+        let layer_act = if matches!(lf, Format::Int(_)) {
+            lf
+        } else {
+            res.act_format
+        };
         fixed
             .layer_formats
             .insert(t.name.clone(), (res.weight_format, layer_act));
-        fixed.weight_scales.insert(t.weight.clone(), res.weight_scales);
+        fixed
+            .weight_scales
+            .insert(t.weight.clone(), res.weight_scales);
         fixed.acts.insert(tensor, (res.act_format, res.act_scale));
     }
     pb.finish_and_clear();
@@ -667,9 +682,9 @@ pub fn correct_bias(
                 .get(&v)
                 .and_then(|&n| output_channel_axis(&model.graph, n, a.ndim()))
                 .unwrap_or(1);
-            let e = means
-                .entry(name)
-                .or_insert_with(|| ChannelMean::new(a.shape().get(axis).copied().unwrap_or(1), axis));
+            let e = means.entry(name).or_insert_with(|| {
+                ChannelMean::new(a.shape().get(axis).copied().unwrap_or(1), axis)
+            });
             e.update(&a.view())?;
             Ok(())
         })?;
@@ -688,7 +703,11 @@ pub fn correct_bias(
         let Some(qm) = qm.get(out) else {
             continue;
         };
-        let Some(node) = m.graph.node_ids().into_iter().find(|&n| m.graph.node(n).name == *name)
+        let Some(node) = m
+            .graph
+            .node_ids()
+            .into_iter()
+            .find(|&n| m.graph.node(n).name == *name)
         else {
             continue;
         };

@@ -62,7 +62,8 @@ pub fn grid_scale(fmt: &Format, m: f32, c: f64) -> f32 {
             // b̃_init makes the channel max the format max; candidates scale that bias by c.
             let b0 = f64::from(f.bias);
             let binit = bias_from_clip(f.exp_bits, f.man_bits, f64::from(m))
-                + (fmax.log2() - (2.0 - 2f64.powi(-i32::from(f.man_bits))).log2()
+                + (fmax.log2()
+                    - (2.0 - 2f64.powi(-i32::from(f.man_bits))).log2()
                     - (2f64.powi(i32::from(f.exp_bits)) - 1.0 - b0))
                 + (b0 - f64::from(FloatFormat::default_bias(f.exp_bits)));
             2f64.powf(b0 - c * binit) as f32
@@ -183,7 +184,9 @@ pub fn search_layer(
 ) -> Result<LayerSearch, PassError> {
     if w.is_empty()
         || w.len() != x.len()
-        || w.iter().zip(x).any(|(w, x)| w.ncols() != x.ncols() || x.nrows() == 0)
+        || w.iter()
+            .zip(x)
+            .any(|(w, x)| w.ncols() != x.ncols() || x.nrows() == 0)
         || space.weight_formats.is_empty()
         || (space.act_formats.is_empty() && start.is_none())
     {
@@ -222,7 +225,12 @@ pub fn search_layer(
         let af = space.act_formats[0];
         Start {
             weight_format: wf,
-            weight_scales: l.wmax.iter().flatten().map(|&m| grid_scale(&wf, m, 1.0)).collect(),
+            weight_scales: l
+                .wmax
+                .iter()
+                .flatten()
+                .map(|&m| grid_scale(&wf, m, 1.0))
+                .collect(),
             act_format: af,
             act_scale: grid_scale(&af, l.amax, 1.0),
         }
@@ -371,7 +379,10 @@ mod tests {
                 for c in [0.5, 1.0, 1.1] {
                     let want = scale_for_bias(e, c * bias_from_clip(e, m, f64::from(max)));
                     let got = grid_scale(&f, max, c);
-                    assert!((want - got).abs() <= 1e-5 * want, "{f} {max} {c}: {want} vs {got}");
+                    assert!(
+                        (want - got).abs() <= 1e-5 * want,
+                        "{f} {max} {c}: {want} vs {got}"
+                    );
                 }
                 // c = 1 maps the max onto the format max
                 let s = grid_scale(&f, max, 1.0);

@@ -586,14 +586,22 @@ mod tests {
         let both = parse_pass_list("gptq,learned-rounding").expect("names");
         let e = check_pipeline(&both).expect_err("both rounding passes");
         assert!(e.to_string().contains("learned-rounding"), "{e}");
-        let order = check_pipeline(&parse_pass_list("correct-bias,gptq,smooth-quant,fold-batch-norm").expect("names"))
-            .expect("valid");
+        let order = check_pipeline(
+            &parse_pass_list("correct-bias,gptq,smooth-quant,fold-batch-norm").expect("names"),
+        )
+        .expect("valid");
         let names: Vec<_> = order.iter().map(|p| p.name()).collect();
-        assert_eq!(names, ["fold-batch-norm", "smooth-quant", "gptq", "correct-bias"]);
+        assert_eq!(
+            names,
+            ["fold-batch-norm", "smooth-quant", "gptq", "correct-bias"]
+        );
         let mut a = toml::Table::new();
         a.insert("alpha".into(), toml::Value::Float(1.5));
         let p = Pass::with_options("smooth-quant", Some(&a)).expect("parses");
-        assert!(check_pipeline(&[p]).expect_err("range").to_string().contains("alpha"));
+        assert!(check_pipeline(&[p])
+            .expect_err("range")
+            .to_string()
+            .contains("alpha"));
     }
 
     #[test]

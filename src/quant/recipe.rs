@@ -255,16 +255,17 @@ impl Recipe {
         }
         let mut passes = Vec::new();
         for n in &names {
-            let p = crate::passes::Pass::with_options(n, self.pass_options.get(n)).map_err(|e| {
-                RecipeError::Invalid {
-                    option: if self.pass_options.contains_key(n) {
-                        format!("pass_options.{n}")
-                    } else {
-                        "passes".into()
-                    },
-                    reason: e.to_string(),
-                }
-            })?;
+            let p =
+                crate::passes::Pass::with_options(n, self.pass_options.get(n)).map_err(|e| {
+                    RecipeError::Invalid {
+                        option: if self.pass_options.contains_key(n) {
+                            format!("pass_options.{n}")
+                        } else {
+                            "passes".into()
+                        },
+                        reason: e.to_string(),
+                    }
+                })?;
             passes.push(p);
         }
         crate::passes::check_pipeline(&passes).map_err(|e| RecipeError::Invalid {

@@ -42,13 +42,16 @@ fn model_err(e: impl std::fmt::Display) -> QuantizeError {
     QuantizeError::Model(e.to_string())
 }
 
-struct Tap<'a> {
+/// Callback receiving one observed tensor.
+type TensorFn<'a> = dyn FnMut(ValueId, &ArrayD<f32>) -> Result<(), QuantizeError> + 'a;
+
+struct Tap<'a, 'b> {
     want: &'a HashSet<ValueId>,
-    f: &'a mut dyn FnMut(ValueId, &ArrayD<f32>) -> Result<(), QuantizeError>,
+    f: &'a mut TensorFn<'b>,
     err: Option<QuantizeError>,
 }
 
-impl Observer for Tap<'_> {
+impl Observer for Tap<'_, '_> {
     fn observe(&mut self, value: ValueId, _name: &str, tensor: &Tensor) {
         if self.err.is_some() || !self.want.contains(&value) {
             return;
@@ -69,7 +72,7 @@ fn stream(
     batch: usize,
     want: &[ValueId],
     what: &str,
-    f: &mut dyn FnMut(ValueId, &ArrayD<f32>) -> Result<(), QuantizeError>,
+    f: &mut TensorFn<'_>,
 ) -> Result<(), QuantizeError> {
     let interp = Interpreter::new(model).map_err(model_err)?;
     let want: HashSet<ValueId> = want.iter().copied().collect();

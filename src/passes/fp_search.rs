@@ -11,6 +11,7 @@
 //! 2. activation: for every activation candidate format, the per-tensor scale on the same grid
 //!    minimising the exact layer output MSE (with the current quantized weights); best format
 //!    wins.
+//!
 //! The starting point (max calibration at the first candidate format, or a given start) is kept
 //! when no candidate beats it, so the result never has a higher output MSE than the start.
 //!
@@ -412,8 +413,8 @@ mod tests {
         // optimum than searching E2M1 alone; both must beat max calibration
         let e2m1 = Format::Float(FloatFormat::generic(2, 1));
         let only = search_layer(
-            &[w.clone()],
-            &[x.clone()],
+            std::slice::from_ref(&w),
+            std::slice::from_ref(&x),
             &SearchSpace {
                 weight_formats: vec![e2m1],
                 act_formats: vec![e2m1],

@@ -62,9 +62,15 @@ pub struct QuantizeArgs {
     /// Seed for sample selection.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Comma-separated preparation passes (default: fold-batch-norm).
+    /// Comma-separated passes (default: fold-batch-norm): fold-batch-norm, equalize-channels,
+    /// smooth-quant, exponent-shift, fp-search, gptq or learned-rounding, correct-bias; `seed`
+    /// is the seed paper's pipeline. They run in pipeline-stage order.
     #[arg(long)]
     pub passes: Option<String>,
+    /// Pass option PASS.KEY=VALUE (repeatable), e.g. smooth-quant.alpha=0.8 or
+    /// learned-rounding.iterations=200; same keys as `[pass_options.PASS]` in the recipe.
+    #[arg(long = "pass-option", value_name = "PASS.KEY=VALUE")]
+    pub pass_option: Vec<String>,
     /// TOML recipe file (same keys as the flags; per-layer overrides as [[override]]).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -279,6 +285,23 @@ fn recipe_from(args: &QuantizeArgs) -> anyhow::Result<Recipe> {
             .filter(|s| !s.is_empty())
             .collect();
     }
+    for po in &args.pass_option {
+        let (key, value) = po
+            .split_once('=')
+            .context(format!("--pass-option '{po}': expected PASS.KEY=VALUE"))?;
+        let (pass, opt) = key
+            .split_once('.')
+            .context(format!("--pass-option '{po}': expected PASS.KEY=VALUE"))?;
+        // TOML value syntax (numbers, booleans); anything else is a string
+        let v = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        r.pass_options
+            .entry(pass.trim().to_string())
+            .or_default()
+            .insert(opt.trim().to_string(), v);
+    }
     if let Some(v) = &args.export {
         r.export = match v.as_str() {
             "qdq" => ExportStyle::Qdq,
@@ -368,7 +391,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         check_writable(p)?;
     }
     let mut model = crate::onnx::load(&args.model)?;
-    let prepare_log = quant::prepare(&mut model, &recipe.passes)?;
+    let (prepare_log, mut pass_records) = quant::prepare_recipe(&mut model, &recipe)?;
     let (calib, calib_path, calib_log) = calib_data(&args, &recipe, &model)?;
     let prepare_log: Vec<String> = prepare_log.into_iter().chain(calib_log).collect();
     let calib_path = &calib_path;
@@ -386,9 +409,13 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let t_cal = Instant::now();
     let mut result = quant::quantize(&model, &recipe, &calib)?;
     let pass_log = std::mem::take(&mut result.prepare_log);
+    pass_records.append(&mut result.passes);
     result.prepare_log = prepare_log.into_iter().chain(pass_log).collect();
     for line in &result.prepare_log {
         eprintln!("{line}");
+    }
+    for p in &pass_records {
+        eprintln!("pass {}: {:.2} s", p.name, p.wall_s);
     }
     let calib_s = t_cal.elapsed().as_secs_f64();
     let t_eval = Instant::now();
@@ -458,6 +485,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
             "eval": args.eval.as_ref().map(|p| p.display().to_string()),
             "recipe": recipe,
             "prepare": result.prepare_log,
+            "passes": pass_records,
             "export": { "style": style, "opset": opset },
             "layers": result.layers,
             "activations": result.quantized.acts.values().collect::<Vec<_>>(),

@@ -1,17 +1,25 @@
-//! LLM-FP4's per-layer format and clipping search (Liu et al. 2023), numeric core: for one
-//! layer (`W [out, in]`, float input rows `X [n, in]`) and a bit budget for weights and
-//! activations, every signed ExMy split (E ≥ 1, E + M = bits − 1) is tried for both; for each
-//! pair, 3 alternating rounds search the weight biases (one per output channel, each minimising
-//! that channel's output MSE) and the activation bias (one per tensor, minimising the whole
-//! output MSE) over `b̃ = c · b̃_init`, c ∈ [0.01, 1.2] in 100 steps, `b̃_init` from the max.
-//! The pair with the lowest layer output MSE wins. The integer analogue ([`int_clip_search`])
-//! searches the clip ratio the same way, so int-vs-minifloat comparisons get the same effort.
+//! LLM-FP4's per-layer format and clipping search (Liu et al. 2023), numeric core. For one layer
+//! (per group `W_g [out_g, in_g]`, float input rows `X_g [n, in_g]`) and candidate formats for
+//! weights and activations (every signed ExMy split of the bit budget for minifloats, the single
+//! integer format for integers), 3 alternating rounds:
+//! 1. weights: for every weight candidate format, each output channel's scale is searched on
+//!    the grid (minifloat: exponent bias `b̃ = c · b̃_init`; integer: clip `c · max`;
+//!    c ∈ [0.01, 1.2] in 100 steps, `b̃_init` from the channel max) minimising the channel's
+//!    weight error weighted by the diagonal of the input second moment `E[x̂_j²]` (the per-channel
+//!    part of the layer output MSE that does not couple input features); the format with the
+//!    lowest layer output MSE wins;
+//! 2. activation: for every activation candidate format, the per-tensor scale on the same grid
+//!    minimising the exact layer output MSE (with the current quantized weights); best format
+//!    wins.
 //!
-//! A bias is applied as the scale `2^(b0 − b̃)` of the generic ExMy format (see
-//! [`super::exponent_shift`]); results are returned as scales, ready for per-channel fake
-//! quantization. Graph wiring (choosing formats per layer in the recipe) is left to the caller.
+//! The starting point (max calibration at the first candidate format, or a given start) is kept
+//! when no candidate beats it, so the result never has a higher output MSE than the start.
+//!
+//! A bias is applied as a scale of the format (`scale = 2^(b0 − b̃)` for the generic ExMy, see
+//! [`super::exponent_shift`]); results are per-output-channel weight scales and one activation
+//! scale, ready for the layer's quantizers.
 
-use super::exponent_shift::{bias_from_clip, scale_for_bias};
+use super::exponent_shift::bias_from_clip;
 use super::PassError;
 use ndarray::{Array2, ArrayView2};
 use quant_formats::{FloatFormat, Format, IntFormat};
@@ -30,13 +38,13 @@ pub struct LayerSearch {
     pub weight_format: Format,
     /// Activation format.
     pub act_format: Format,
-    /// One weight scale per output channel.
+    /// One weight scale per output channel (all groups, in order).
     pub weight_scales: Vec<f32>,
     /// Activation scale (per tensor).
     pub act_scale: f32,
     /// Layer output MSE at the result.
     pub mse: f64,
-    /// Output MSE with max calibration for the same formats (the starting point).
+    /// Output MSE at the starting point (max calibration unless a start was given).
     pub mse_max_calibration: f64,
 }
 
@@ -44,135 +52,283 @@ fn fq(fmt: &Format, v: f32, s: f32) -> f32 {
     s * fmt.quantize_value(v / s)
 }
 
-fn quant_x(x: ArrayView2<'_, f32>, fmt: &Format, s: f32) -> Array2<f32> {
-    x.mapv(|v| fq(fmt, v, s))
+/// Scale of `fmt` for a tensor/channel with max `m` at grid point `c` (c = 1: max calibration).
+pub fn grid_scale(fmt: &Format, m: f32, c: f64) -> f32 {
+    let fmax = fmt.max_value();
+    if !(m > 0.0 && m.is_finite() && fmax > 0.0) {
+        return 1.0;
+    }
+    match fmt {
+        Format::Float(f) if f.exp_bits > 0 => {
+            // b̃_init makes the channel max the format max; candidates scale that bias by c.
+            let b0 = f64::from(f.bias);
+            let binit = bias_from_clip(f.exp_bits, f.man_bits, f64::from(m))
+                + (fmax.log2()
+                    - (2.0 - 2f64.powi(-i32::from(f.man_bits))).log2()
+                    - (2f64.powi(i32::from(f.exp_bits)) - 1.0 - b0))
+                + (b0 - f64::from(FloatFormat::default_bias(f.exp_bits)));
+            2f64.powf(b0 - c * binit) as f32
+        }
+        _ => (f64::from(m) * c / fmax) as f32,
+    }
 }
 
-fn out_mse(xq: &Array2<f32>, wq: &Array2<f32>, y: &Array2<f32>) -> f64 {
-    let d = xq.dot(&wq.t()) - y;
-    d.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / d.len().max(1) as f64
+/// Every signed ExMy split (E ≥ 1, E + M = bits − 1) that is a valid generic format.
+pub fn float_splits(bits: u32) -> Vec<Format> {
+    (1..bits)
+        .filter_map(|e| {
+            let f = Format::Float(FloatFormat::generic(e as u8, (bits - 1 - e) as u8));
+            f.validate().ok().map(|_| f)
+        })
+        .collect()
 }
 
-/// Candidate scale for a channel/tensor max under grid point `c`.
-type ScaleFn = dyn Fn(f32, f64) -> f32;
+/// Starting point of a search: formats and scales (e.g. the round-to-nearest quantizers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    pub weight_format: Format,
+    pub weight_scales: Vec<f32>,
+    pub act_format: Format,
+    pub act_scale: f32,
+}
 
-fn search_pair(
-    w: ArrayView2<'_, f32>,
-    x: ArrayView2<'_, f32>,
-    y: &Array2<f32>,
-    wf: Format,
-    af: Format,
-    wscale: &ScaleFn,
-    ascale: &ScaleFn,
-) -> LayerSearch {
-    let wmax: Vec<f32> = w
-        .rows()
-        .into_iter()
-        .map(|r| r.iter().fold(0f32, |a, v| a.max(v.abs())))
-        .collect();
-    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-    let mut ws: Vec<f32> = wmax.iter().map(|&m| wscale(m, 1.0)).collect();
-    let mut a_s = ascale(amax, 1.0);
-    let quant_w = |ws: &[f32]| Array2::from_shape_fn(w.dim(), |(r, c)| fq(&wf, w[[r, c]], ws[r]));
-    let mse0 = out_mse(&quant_x(x, &af, a_s), &quant_w(&ws), y);
-    for _round in 0..3 {
-        // weight scales, channel by channel (channel o only affects output column o)
-        let xq = quant_x(x, &af, a_s);
-        for (o, wo) in ws.iter_mut().enumerate() {
-            if wmax[o] == 0.0 {
-                continue;
+/// What to search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchSpace {
+    /// Weight format candidates.
+    pub weight_formats: Vec<Format>,
+    /// Activation format candidates (ignored when the activation is fixed).
+    pub act_formats: Vec<Format>,
+    /// Keep this activation quantizer (the tensor is shared with an already searched layer).
+    pub act_fixed: bool,
+    /// Alternating rounds.
+    pub rounds: usize,
+}
+
+struct Layer<'a> {
+    w: &'a [Array2<f32>],
+    x: &'a [Array2<f32>],
+    y: Vec<Array2<f32>>,
+    wmax: Vec<Vec<f32>>,
+    amax: f32,
+}
+
+impl Layer<'_> {
+    fn quant_w(&self, fmt: &Format, scales: &[f32]) -> Vec<Array2<f32>> {
+        let mut off = 0;
+        self.w
+            .iter()
+            .map(|w| {
+                let o = off;
+                off += w.nrows();
+                Array2::from_shape_fn(w.dim(), |(r, c)| fq(fmt, w[[r, c]], scales[o + r]))
+            })
+            .collect()
+    }
+    fn quant_x(&self, fmt: &Format, s: f32) -> Vec<Array2<f32>> {
+        self.x.iter().map(|x| x.mapv(|v| fq(fmt, v, s))).collect()
+    }
+    fn mse(&self, xq: &[Array2<f32>], wq: &[Array2<f32>]) -> f64 {
+        let mut e = 0f64;
+        let mut n = 0usize;
+        for ((x, w), y) in xq.iter().zip(wq).zip(&self.y) {
+            let d = x.dot(&w.t()) - y;
+            e += d.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+            n += d.len();
+        }
+        e / n.max(1) as f64
+    }
+    /// Per-channel scale search for one weight format given quantized inputs `xq`.
+    fn search_weights(&self, fmt: &Format, xq: &[Array2<f32>]) -> Vec<f32> {
+        let mut scales = Vec::new();
+        for ((w, x), wmax) in self.w.iter().zip(xq).zip(&self.wmax) {
+            let n = x.nrows().max(1) as f32;
+            let d: Vec<f32> = x
+                .columns()
+                .into_iter()
+                .map(|c| c.iter().map(|v| v * v).sum::<f32>() / n)
+                .collect();
+            for (o, row) in w.rows().into_iter().enumerate() {
+                let m = wmax[o];
+                let err = |s: f32| -> f64 {
+                    row.iter()
+                        .zip(&d)
+                        .map(|(&v, &dj)| f64::from(dj) * f64::from(v - fq(fmt, v, s)).powi(2))
+                        .sum()
+                };
+                let s1 = grid_scale(fmt, m, 1.0);
+                let mut best = (err(s1), s1);
+                for i in 0..STEPS {
+                    let s = grid_scale(fmt, m, grid(i));
+                    if !(s.is_finite() && s > 0.0) {
+                        continue;
+                    }
+                    let e = err(s);
+                    if e < best.0 {
+                        best = (e, s);
+                    }
+                }
+                scales.push(best.1);
             }
-            let yo = y.column(o);
-            let row = w.row(o);
-            let mut best = (f64::INFINITY, *wo);
-            for i in 0..STEPS {
-                let s = wscale(wmax[o], grid(i));
+        }
+        scales
+    }
+}
+
+/// Searches one layer (see the module doc). `w[g]` and `x[g]` are the groups' weight matrices
+/// and input rows.
+pub fn search_layer(
+    w: &[Array2<f32>],
+    x: &[Array2<f32>],
+    space: &SearchSpace,
+    start: Option<Start>,
+) -> Result<LayerSearch, PassError> {
+    if w.is_empty()
+        || w.len() != x.len()
+        || w.iter()
+            .zip(x)
+            .any(|(w, x)| w.ncols() != x.ncols() || x.nrows() == 0)
+        || space.weight_formats.is_empty()
+        || (space.act_formats.is_empty() && start.is_none())
+    {
+        return Err(PassError::Shape {
+            pass: PASS.into(),
+            what: "layer".into(),
+            detail: format!(
+                "weights {:?} vs inputs {:?} ({} weight and {} activation candidates)",
+                w.iter().map(|a| a.dim()).collect::<Vec<_>>(),
+                x.iter().map(|a| a.dim()).collect::<Vec<_>>(),
+                space.weight_formats.len(),
+                space.act_formats.len()
+            ),
+        });
+    }
+    let l = Layer {
+        w,
+        x,
+        y: w.iter().zip(x).map(|(w, x)| x.dot(&w.t())).collect(),
+        wmax: w
+            .iter()
+            .map(|w| {
+                w.rows()
+                    .into_iter()
+                    .map(|r| r.iter().fold(0f32, |a, v| a.max(v.abs())))
+                    .collect()
+            })
+            .collect(),
+        amax: x
+            .iter()
+            .flat_map(|x| x.iter())
+            .fold(0f32, |a, v| a.max(v.abs())),
+    };
+    let start = start.unwrap_or_else(|| {
+        let wf = space.weight_formats[0];
+        let af = space.act_formats[0];
+        Start {
+            weight_format: wf,
+            weight_scales: l
+                .wmax
+                .iter()
+                .flatten()
+                .map(|&m| grid_scale(&wf, m, 1.0))
+                .collect(),
+            act_format: af,
+            act_scale: grid_scale(&af, l.amax, 1.0),
+        }
+    });
+    let (mut wf, mut ws, mut af, mut a_s) = (
+        start.weight_format,
+        start.weight_scales.clone(),
+        start.act_format,
+        start.act_scale,
+    );
+    let total_out: usize = w.iter().map(|w| w.nrows()).sum();
+    if ws.len() == 1 && total_out > 1 {
+        ws = vec![ws[0]; total_out];
+    }
+    if ws.len() != total_out {
+        return Err(PassError::Shape {
+            pass: PASS.into(),
+            what: "start weight scales".into(),
+            detail: format!("{} scales for {total_out} output channels", ws.len()),
+        });
+    }
+    let mut wq = l.quant_w(&wf, &ws);
+    let mut xq = l.quant_x(&af, a_s);
+    let mse0 = l.mse(&xq, &wq);
+    let mut best = mse0;
+    for _ in 0..space.rounds {
+        for f in &space.weight_formats {
+            let cand = l.search_weights(f, &xq);
+            let cq = l.quant_w(f, &cand);
+            let e = l.mse(&xq, &cq);
+            if e < best {
+                (best, wf, ws, wq) = (e, *f, cand, cq);
+            }
+        }
+        if space.act_fixed {
+            continue;
+        }
+        for f in &space.act_formats {
+            for i in 0..=STEPS {
+                let c = if i == STEPS { 1.0 } else { grid(i) };
+                let s = grid_scale(f, l.amax, c);
                 if !(s.is_finite() && s > 0.0) {
                     continue;
                 }
-                let rq: Vec<f32> = row.iter().map(|&v| fq(&wf, v, s)).collect();
-                let mut e = 0f64;
-                for (xr, &t) in xq.rows().into_iter().zip(yo.iter()) {
-                    let p: f32 = xr.iter().zip(&rq).map(|(a, b)| a * b).sum();
-                    e += f64::from(p - t).powi(2);
-                }
-                if e < best.0 {
-                    best = (e, s);
+                let cx = l.quant_x(f, s);
+                let e = l.mse(&cx, &wq);
+                if e < best {
+                    (best, af, a_s, xq) = (e, *f, s, cx);
                 }
             }
-            *wo = best.1;
         }
-        // activation scale
-        let wq = quant_w(&ws);
-        let mut best = (f64::INFINITY, a_s);
-        for i in 0..STEPS {
-            let s = ascale(amax, grid(i));
-            if !(s.is_finite() && s > 0.0) {
-                continue;
-            }
-            let e = out_mse(&quant_x(x, &af, s), &wq, y);
-            if e < best.0 {
-                best = (e, s);
-            }
-        }
-        a_s = best.1;
     }
-    let mse = out_mse(&quant_x(x, &af, a_s), &quant_w(&ws), y);
-    LayerSearch {
+    Ok(LayerSearch {
         weight_format: wf,
         act_format: af,
         weight_scales: ws,
         act_scale: a_s,
-        mse,
+        mse: best,
         mse_max_calibration: mse0,
-    }
+    })
 }
 
-fn check(w: ArrayView2<'_, f32>, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, PassError> {
-    if w.ncols() != x.ncols() || x.nrows() == 0 || w.nrows() == 0 {
-        return Err(PassError::Shape {
-            pass: PASS.into(),
-            what: "layer".into(),
-            detail: format!("weight {:?} vs inputs {:?}", w.dim(), x.dim()),
-        });
-    }
-    Ok(x.dot(&w.t()))
-}
-
-/// Minifloat search: all signed ExMy splits of `w_bits` / `a_bits` (E ≥ 1), biases searched.
+/// Minifloat search on one matrix layer: all signed ExMy splits of `w_bits` / `a_bits` (E ≥ 1),
+/// biases searched, starting from max calibration at the split with the most exponent bits
+/// below half the budget.
 pub fn fp_search(
     w: ArrayView2<'_, f32>,
     x: ArrayView2<'_, f32>,
     w_bits: u8,
     a_bits: u8,
 ) -> Result<LayerSearch, PassError> {
-    let y = check(w, x)?;
-    let splits = |bits: u8| -> Vec<(u8, u8)> {
-        (1..bits)
-            .map(|e| (e, bits - 1 - e))
-            .filter(|&(e, m)| Format::Float(FloatFormat::generic(e, m)).validate().is_ok())
-            .collect()
-    };
-    let mut best: Option<LayerSearch> = None;
-    for (we, wm) in splits(w_bits) {
-        for (ae, am) in splits(a_bits) {
-            let wf = Format::Float(FloatFormat::generic(we, wm));
-            let af = Format::Float(FloatFormat::generic(ae, am));
-            let wsc =
-                move |m: f32, c: f64| scale_for_bias(we, c * bias_from_clip(we, wm, f64::from(m)));
-            let asc =
-                move |m: f32, c: f64| scale_for_bias(ae, c * bias_from_clip(ae, am, f64::from(m)));
-            let r = search_pair(w, x, &y, wf, af, &wsc, &asc);
-            if best.as_ref().map(|b| r.mse < b.mse).unwrap_or(true) {
-                best = Some(r);
-            }
+    let mut wfs = float_splits(u32::from(w_bits));
+    let mut afs = float_splits(u32::from(a_bits));
+    if wfs.is_empty() || afs.is_empty() {
+        return Err(PassError::InvalidOption {
+            pass: PASS.into(),
+            option: "bits".into(),
+            reason: format!("no valid ExMy split for {w_bits}/{a_bits} bits"),
+        });
+    }
+    // start at E2 when available (E2M1 for 4 bits)
+    for v in [&mut wfs, &mut afs] {
+        if v.len() > 1 {
+            v.swap(0, 1);
         }
     }
-    best.ok_or_else(|| PassError::InvalidOption {
-        pass: PASS.into(),
-        option: "bits".into(),
-        reason: format!("no valid ExMy split for {w_bits}/{a_bits} bits"),
-    })
+    search_layer(
+        &[w.to_owned()],
+        &[x.to_owned()],
+        &SearchSpace {
+            weight_formats: wfs,
+            act_formats: afs,
+            act_fixed: false,
+            rounds: 3,
+        },
+        None,
+    )
 }
 
 /// Integer analogue: signed `w_bits`/`a_bits` integers, clip = c · max searched the same way.
@@ -182,7 +338,6 @@ pub fn int_clip_search(
     w_bits: u8,
     a_bits: u8,
 ) -> Result<LayerSearch, PassError> {
-    let y = check(w, x)?;
     let mk = |b: u8| {
         Format::Int(IntFormat {
             bits: b,
@@ -198,16 +353,44 @@ pub fn int_clip_search(
             reason: e.to_string(),
         })?;
     }
-    let (wq, aq) = (wf.max_value() as f32, af.max_value() as f32);
-    let wsc = move |m: f32, c: f64| (f64::from(m) * c) as f32 / wq;
-    let asc = move |m: f32, c: f64| (f64::from(m) * c) as f32 / aq;
-    Ok(search_pair(w, x, &y, wf, af, &wsc, &asc))
+    search_layer(
+        &[w.to_owned()],
+        &[x.to_owned()],
+        &SearchSpace {
+            weight_formats: vec![wf],
+            act_formats: vec![af],
+            act_fixed: false,
+            rounds: 3,
+        },
+        None,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::passes::exponent_shift::scale_for_bias;
     use crate::passes::gptq::tests::{inputs, randn};
+
+    #[test]
+    fn grid_scale_matches_the_bias_formula() {
+        for (e, m) in [(2u8, 1u8), (1, 2), (4, 3)] {
+            let f = Format::Float(FloatFormat::generic(e, m));
+            for max in [0.3f32, 6.0, 100.0] {
+                for c in [0.5, 1.0, 1.1] {
+                    let want = scale_for_bias(e, c * bias_from_clip(e, m, f64::from(max)));
+                    let got = grid_scale(&f, max, c);
+                    assert!(
+                        (want - got).abs() <= 1e-5 * want,
+                        "{f} {max} {c}: {want} vs {got}"
+                    );
+                }
+                // c = 1 maps the max onto the format max
+                let s = grid_scale(&f, max, 1.0);
+                assert!((s * f.max_value() as f32 - max).abs() <= 1e-4 * max);
+            }
+        }
+    }
 
     #[test]
     fn search_beats_max_calibration() {
@@ -226,19 +409,53 @@ mod tests {
         );
         assert!(fp.mse < fp.mse_max_calibration);
         assert!(int.mse < int.mse_max_calibration);
-        // the best split is no worse than E2M1 with max calibration
+        // the alternating search is greedy: searching the splits can end in a different local
+        // optimum than searching E2M1 alone; both must beat max calibration
         let e2m1 = Format::Float(FloatFormat::generic(2, 1));
-        let y = x.dot(&w.t());
-        let base = search_pair(
-            w.view(),
-            x.view(),
-            &y,
-            e2m1,
-            e2m1,
-            &|m, c| scale_for_bias(2, c * bias_from_clip(2, 1, f64::from(m))),
-            &|m, c| scale_for_bias(2, c * bias_from_clip(2, 1, f64::from(m))),
-        );
-        assert!(fp.mse <= base.mse + 1e-12);
-        assert!(fp.mse < base.mse_max_calibration);
+        let only = search_layer(
+            std::slice::from_ref(&w),
+            std::slice::from_ref(&x),
+            &SearchSpace {
+                weight_formats: vec![e2m1],
+                act_formats: vec![e2m1],
+                act_fixed: false,
+                rounds: 3,
+            },
+            None,
+        )
+        .expect("e2m1");
+        eprintln!("E2M1 only: {:.5}", only.mse);
+        assert!(only.mse < only.mse_max_calibration);
+    }
+
+    #[test]
+    fn grouped_layer_with_fixed_activation() {
+        // two groups (a grouped conv seen as matrices); the activation quantizer is kept
+        let x: Vec<Array2<f32>> = (0..2).map(|g| inputs(64, 9, 10 + g)).collect();
+        let w: Vec<Array2<f32>> = (0..2)
+            .map(|g| Array2::from_shape_vec((3, 9), randn(27, 20 + g)).expect("shape"))
+            .collect();
+        let int4: Format = "int4".parse().expect("int4");
+        let start = Start {
+            weight_format: int4,
+            weight_scales: vec![0.3; 6],
+            act_format: int4,
+            act_scale: 0.5,
+        };
+        let r = search_layer(
+            &w,
+            &x,
+            &SearchSpace {
+                weight_formats: vec![int4],
+                act_formats: vec![int4],
+                act_fixed: true,
+                rounds: 2,
+            },
+            Some(start),
+        )
+        .expect("search");
+        assert_eq!(r.act_scale, 0.5);
+        assert_eq!(r.weight_scales.len(), 6);
+        assert!(r.mse <= r.mse_max_calibration);
     }
 }

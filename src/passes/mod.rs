@@ -13,6 +13,7 @@
 
 pub mod adaround;
 pub mod bias;
+pub mod driver;
 pub mod equalize;
 pub mod exponent_shift;
 pub mod fp_search;
@@ -153,10 +154,79 @@ impl Default for GptqOptions {
     }
 }
 
-/// Options of `correct-bias` (none yet; kept as a table so recipes stay forward compatible).
+/// Options of `correct-bias`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct BiasCorrectionOptions {}
+pub struct BiasCorrectionOptions {
+    /// Calibration samples used for the output means (default: all). The quantized network runs
+    /// once per corrected layer, so this bounds the pass's cost on deep models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
+}
+
+fn default_fp_samples() -> usize {
+    32
+}
+fn default_fp_rows() -> usize {
+    512
+}
+fn default_rounds() -> usize {
+    3
+}
+fn default_shift_rows() -> usize {
+    4096
+}
+
+/// Options of `fp-search` (LLM-FP4 format and exponent-bias search; integer clip-ratio search).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FpSearchOptions {
+    /// Calibration samples whose float layer inputs drive the search (default 32).
+    #[serde(default = "default_fp_samples")]
+    pub samples: usize,
+    /// Input rows per layer kept for the search (evenly strided subsample; default 512).
+    #[serde(default = "default_fp_rows")]
+    pub rows: usize,
+    /// Alternating rounds of (weight format + biases, activation format + bias) (default 3).
+    #[serde(default = "default_rounds")]
+    pub rounds: usize,
+    /// Also search the ExMy split (minifloats); `false` keeps the recipe's split and searches
+    /// biases only.
+    #[serde(default = "default_true")]
+    pub formats: bool,
+}
+
+impl Default for FpSearchOptions {
+    fn default() -> Self {
+        FpSearchOptions {
+            samples: default_fp_samples(),
+            rows: default_fp_rows(),
+            rounds: default_rounds(),
+            formats: true,
+        }
+    }
+}
+
+/// Options of `exponent-shift` (LLM-FP4 pre-shifted exponent bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExponentShiftOptions {
+    /// Calibration samples used for the ρ search (default 32).
+    #[serde(default = "default_fp_samples")]
+    pub samples: usize,
+    /// Activation rows (one row = all channels at one position) kept per tensor (default 4096).
+    #[serde(default = "default_shift_rows")]
+    pub rows: usize,
+}
+
+impl Default for ExponentShiftOptions {
+    fn default() -> Self {
+        ExponentShiftOptions {
+            samples: default_fp_samples(),
+            rows: default_shift_rows(),
+        }
+    }
+}
 
 /// Options of `learned-rounding` (AdaRound).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -209,9 +279,9 @@ pub enum Pass {
     /// Empirical bias correction.
     CorrectBias(BiasCorrectionOptions),
     /// LLM-FP4 per-layer format and exponent-bias search.
-    FpSearch,
+    FpSearch(FpSearchOptions),
     /// LLM-FP4 pre-shifted exponent bias.
-    ExponentShift,
+    ExponentShift(ExponentShiftOptions),
     /// GPTQ weight rounding.
     Gptq(GptqOptions),
     /// AdaRound learned rounding.
@@ -241,8 +311,8 @@ impl Pass {
             Pass::EqualizeChannels(_) => "equalize-channels",
             Pass::SmoothQuant(_) => "smooth-quant",
             Pass::CorrectBias(_) => "correct-bias",
-            Pass::FpSearch => "fp-search",
-            Pass::ExponentShift => "exponent-shift",
+            Pass::FpSearch(_) => "fp-search",
+            Pass::ExponentShift(_) => "exponent-shift",
             Pass::Gptq(_) => "gptq",
             Pass::LearnedRounding(_) => "learned-rounding",
             Pass::NoiseLevelCalibration => "noise-level-calibration",
@@ -259,8 +329,9 @@ impl Pass {
                 | Pass::CorrectBias(_)
                 | Pass::Gptq(_)
                 | Pass::LearnedRounding(_)
-                | Pass::ExponentShift
-                | Pass::FpSearch
+                | Pass::ExponentShift(_)
+                | Pass::FpSearch(_)
+                | Pass::FoldBatchNorm
                 | Pass::NoiseLevelCalibration
         )
     }
@@ -305,6 +376,28 @@ impl Pass {
                     return bad("block", "must be at least 1");
                 }
             }
+            Pass::FpSearch(o) => {
+                if o.samples == 0 {
+                    return bad("samples", "must be at least 1");
+                }
+                if o.rows == 0 {
+                    return bad("rows", "must be at least 1");
+                }
+                if o.rounds == 0 {
+                    return bad("rounds", "must be at least 1");
+                }
+            }
+            Pass::ExponentShift(o) => {
+                if o.samples == 0 {
+                    return bad("samples", "must be at least 1");
+                }
+                if o.rows == 0 {
+                    return bad("rows", "must be at least 1");
+                }
+            }
+            Pass::CorrectBias(o) if o.samples == Some(0) => {
+                return bad("samples", "must be at least 1");
+            }
             Pass::LearnedRounding(o) => {
                 if o.iterations == 0 {
                     return bad("iterations", "must be at least 1");
@@ -325,6 +418,104 @@ impl Pass {
     }
 }
 
+/// Where a pass runs in the quantize pipeline; passes run in stage order whatever the order of
+/// the list (within a stage, in list order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Builds the calibration set (before anything runs).
+    CalibrationData,
+    /// Data-free, function-preserving graph rewrites (fold-batch-norm, equalize-channels).
+    Prepare,
+    /// Function-preserving rewrites driven by calibration statistics (smooth-quant,
+    /// exponent-shift).
+    DataPrepare,
+    /// Per-layer format and scale choice after calibration (fp-search).
+    Search,
+    /// Weight rounding (gptq or learned-rounding).
+    Rounding,
+    /// Bias correction, last.
+    Correction,
+}
+
+impl Pass {
+    /// Builds a pass from its name and an optional option table (TOML keys as in the recipe's
+    /// `[pass_options.NAME]`); unknown names and options are errors naming them.
+    pub fn with_options(name: &str, options: Option<&toml::Table>) -> Result<Pass, PassError> {
+        let base: Pass = name.parse()?;
+        let Some(t) = options.filter(|t| !t.is_empty()) else {
+            return Ok(base);
+        };
+        let mut t = t.clone();
+        t.insert("name".into(), toml::Value::String(base.name().into()));
+        toml::Value::Table(t)
+            .try_into::<Pass>()
+            .map_err(|e| PassError::InvalidOption {
+                pass: base.name().into(),
+                option: "options".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The pipeline stage of this pass.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Pass::NoiseLevelCalibration => Stage::CalibrationData,
+            Pass::FoldBatchNorm | Pass::EqualizeChannels(_) => Stage::Prepare,
+            Pass::SmoothQuant(_) | Pass::ExponentShift(_) => Stage::DataPrepare,
+            Pass::FpSearch(_) => Stage::Search,
+            Pass::Gptq(_) | Pass::LearnedRounding(_) => Stage::Rounding,
+            Pass::CorrectBias(_) => Stage::Correction,
+        }
+    }
+
+    /// The options as JSON (for reports): the serialized pass without its name.
+    pub fn options_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("name");
+        }
+        v
+    }
+}
+
+/// The seed paper's default pipeline (`--passes seed`).
+pub const SEED_PIPELINE: [&str; 5] = [
+    "fold-batch-norm",
+    "equalize-channels",
+    "smooth-quant",
+    "gptq",
+    "correct-bias",
+];
+
+/// Checks a resolved pass list: every pass implemented and valid, no pass twice, not both
+/// `gptq` and `learned-rounding`; returns the passes sorted by stage (stable).
+pub fn check_pipeline(passes: &[Pass]) -> Result<Vec<Pass>, PassError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in passes {
+        p.check_implemented()?;
+        p.validate()?;
+        if !seen.insert(p.name()) {
+            return Err(PassError::InvalidOption {
+                pass: p.name().into(),
+                option: "passes".into(),
+                reason: "listed twice".into(),
+            });
+        }
+    }
+    if seen.contains("gptq") && seen.contains("learned-rounding") {
+        return Err(PassError::InvalidOption {
+            pass: "gptq".into(),
+            option: "passes".into(),
+            reason: "gptq and learned-rounding both choose the weight rounding; use one of them"
+                .into(),
+        });
+    }
+    let mut v = passes.to_vec();
+    v.sort_by_key(|p| p.stage());
+    Ok(v)
+}
+
 impl std::str::FromStr for Pass {
     type Err = PassError;
 
@@ -335,8 +526,8 @@ impl std::str::FromStr for Pass {
             "equalize-channels" => Pass::EqualizeChannels(EqualizeOptions::default()),
             "smooth-quant" => Pass::SmoothQuant(SmoothOptions::default()),
             "correct-bias" => Pass::CorrectBias(BiasCorrectionOptions::default()),
-            "fp-search" => Pass::FpSearch,
-            "exponent-shift" => Pass::ExponentShift,
+            "fp-search" => Pass::FpSearch(FpSearchOptions::default()),
+            "exponent-shift" => Pass::ExponentShift(ExponentShiftOptions::default()),
             "gptq" => Pass::Gptq(GptqOptions::default()),
             "learned-rounding" => Pass::LearnedRounding(AdaRoundOptions::default()),
             "noise-level-calibration" => Pass::NoiseLevelCalibration,
@@ -380,6 +571,38 @@ mod tests {
     }
 
     #[test]
+    fn options_tables_and_pipeline_checks() {
+        let mut t = toml::Table::new();
+        t.insert("alpha".into(), toml::Value::Float(0.75));
+        let p = Pass::with_options("smooth-quant", Some(&t)).expect("alpha");
+        assert_eq!(p, Pass::SmoothQuant(SmoothOptions { alpha: 0.75 }));
+        assert_eq!(p.options_json()["alpha"], serde_json::json!(0.75));
+        let mut bad = toml::Table::new();
+        bad.insert("alpah".into(), toml::Value::Float(0.75));
+        let e = Pass::with_options("smooth-quant", Some(&bad)).expect_err("typo");
+        assert!(e.to_string().contains("alpah"), "{e}");
+        let both = parse_pass_list("gptq,learned-rounding").expect("names");
+        let e = check_pipeline(&both).expect_err("both rounding passes");
+        assert!(e.to_string().contains("learned-rounding"), "{e}");
+        let order = check_pipeline(
+            &parse_pass_list("correct-bias,gptq,smooth-quant,fold-batch-norm").expect("names"),
+        )
+        .expect("valid");
+        let names: Vec<_> = order.iter().map(|p| p.name()).collect();
+        assert_eq!(
+            names,
+            ["fold-batch-norm", "smooth-quant", "gptq", "correct-bias"]
+        );
+        let mut a = toml::Table::new();
+        a.insert("alpha".into(), toml::Value::Float(1.5));
+        let p = Pass::with_options("smooth-quant", Some(&a)).expect("parses");
+        assert!(check_pipeline(&[p])
+            .expect_err("range")
+            .to_string()
+            .contains("alpha"));
+    }
+
+    #[test]
     fn toml_options_round_trip() {
         #[derive(Deserialize, Serialize)]
         struct R {
@@ -400,7 +623,7 @@ mod tests {
             r.passes[1],
             Pass::EqualizeChannels(EqualizeOptions::default())
         );
-        assert_eq!(r.passes[2], Pass::FpSearch);
+        assert_eq!(r.passes[2], Pass::FpSearch(FpSearchOptions::default()));
         let s = toml::to_string(&r).expect("serialize");
         let back: R = toml::from_str(&s).expect("reparse");
         assert_eq!(back.passes, r.passes);

@@ -14,6 +14,7 @@ pub mod recipe;
 pub mod sweep_eval;
 
 pub use pipeline::{
-    evaluate, export, prepare, quantize, EvalReport, QuantizeError, QuantizeResult,
+    evaluate, export, prepare, prepare_recipe, quantize, EvalReport, Fixed, PassRecord,
+    QuantizeError, QuantizeResult,
 };
 pub use recipe::Recipe;

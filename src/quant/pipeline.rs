@@ -3,6 +3,7 @@
 //! and materialize the export.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use ndarray::ArrayD;
 use serde::Serialize;
@@ -11,6 +12,7 @@ use crate::data::{DType as DataDType, Dataset, Dim as DataDim, InputSpec as Data
 use crate::interp::{Interpreter, Observer};
 use crate::ir::{Dim, Model, ValueId};
 use crate::metrics::{Accuracy, Cosine, PairMetric, Sqnr, Top1Agreement};
+use crate::passes::{driver, Pass, Stage};
 use crate::tensor::{DType, Tensor};
 
 use super::calibrate::{self, ActQuant, CalibrateError};
@@ -29,6 +31,8 @@ pub enum QuantizeError {
     Calibrate(#[from] CalibrateError),
     #[error("export: {0}")]
     Materialize(#[from] MaterializeError),
+    #[error(transparent)]
+    Pass(#[from] crate::passes::PassError),
     #[error("model: {0}")]
     Model(String),
     #[error("evaluation: {0}")]
@@ -39,11 +43,31 @@ fn model_err(e: impl std::fmt::Display) -> QuantizeError {
     QuantizeError::Model(e.to_string())
 }
 
-/// Function-preserving passes that run before calibration.
-pub const PRE_PASSES: &[&str] = &["fold-batch-norm", "equalize-channels"];
+/// What one pass did: its options, wall time and log (recorded in the report).
+#[derive(Debug, Clone, Serialize)]
+pub struct PassRecord {
+    /// Pass name.
+    pub name: String,
+    /// Options as used.
+    pub options: serde_json::Value,
+    /// Wall time in seconds.
+    pub wall_s: f64,
+    /// Log lines.
+    pub log: Vec<String>,
+}
 
-/// Passes that change how weights are rounded (run after calibration).
-pub const WEIGHT_PASSES: &[&str] = &["gptq"];
+/// Decisions of passes that quantization must keep, by name (weight tensor, activation
+/// tensor, node).
+#[derive(Debug, Clone, Default)]
+pub struct Fixed {
+    /// Weight scales by weight tensor name (GPTQ/AdaRound output stays on that grid; fp-search
+    /// chose them).
+    pub weight_scales: BTreeMap<String, Vec<f32>>,
+    /// Activation format and scale by tensor name (exponent-shift, fp-search).
+    pub acts: BTreeMap<String, (quant_formats::Format, f32)>,
+    /// Weight and activation format by layer (node) name (fp-search).
+    pub layer_formats: BTreeMap<String, (quant_formats::Format, quant_formats::Format)>,
+}
 
 /// Passes that build the calibration data (run by the caller before [`quantize`], see
 /// [`noise_level_calibration`]).
@@ -67,9 +91,57 @@ pub fn noise_level_calibration(
     Ok((ds, log))
 }
 
-/// Applies the function-preserving preparation passes named in `passes` (in order).
+/// Data-free, function-preserving passes applied by [`prepare`].
+pub const PRE_PASSES: &[&str] = &["fold-batch-norm", "equalize-channels"];
+
+/// Passes that need calibration data and run inside [`quantize`] (in stage order).
+pub const WEIGHT_PASSES: &[&str] = &[
+    "smooth-quant",
+    "exponent-shift",
+    "fp-search",
+    "gptq",
+    "learned-rounding",
+    "correct-bias",
+];
+
+/// Applies the data-free, function-preserving passes (`fold-batch-norm`,
+/// `equalize-channels`) named in `passes` with default options, after constant folding and batch
+/// generalization. Other known pass names are left for [`quantize`]; unknown names are errors.
 pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, QuantizeError> {
+    let recipe = Recipe {
+        passes: passes.to_vec(),
+        ..Recipe::default()
+    };
+    let list = recipe
+        .pass_names()
+        .iter()
+        .map(|n| {
+            n.parse::<Pass>().map_err(|e| {
+                QuantizeError::Recipe(RecipeError::Invalid {
+                    option: "passes".into(),
+                    reason: e.to_string(),
+                })
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(prepare_passes(model, &list)?.0)
+}
+
+/// [`prepare`] with the recipe's pass options; also returns a record per pass run.
+pub fn prepare_recipe(
+    model: &mut Model,
+    recipe: &Recipe,
+) -> Result<(Vec<String>, Vec<PassRecord>), QuantizeError> {
+    let passes = recipe.resolve_passes()?;
+    prepare_passes(model, &passes)
+}
+
+fn prepare_passes(
+    model: &mut Model,
+    passes: &[Pass],
+) -> Result<(Vec<String>, Vec<PassRecord>), QuantizeError> {
     let mut log = Vec::new();
+    let mut records = Vec::new();
     // Old (IR < 4) files list every initializer as a graph input too; for quantization they are
     // weights, so they stop being overridable inputs (the export then needs IR ≥ 4).
     let g = &mut model.graph;
@@ -98,42 +170,34 @@ pub fn prepare(model: &mut Model, passes: &[String]) -> Result<Vec<String>, Quan
         ));
     }
     for p in passes {
-        match p.as_str() {
-            "fold-batch-norm" => {
+        let t = Instant::now();
+        let line = match p {
+            Pass::FoldBatchNorm => {
                 let n = crate::ir::fold::fold_batch_norm(model).map_err(model_err)?;
-                log.push(format!(
-                    "fold-batch-norm: {n} BatchNormalization nodes folded"
-                ));
+                format!("fold-batch-norm: {n} BatchNormalization nodes folded")
             }
-            "equalize-channels" => {
-                let r = crate::passes::equalize::equalize_channels(
-                    model,
-                    &crate::passes::EqualizeOptions::default(),
-                )
-                .map_err(model_err)?;
-                log.push(format!(
+            Pass::EqualizeChannels(o) => {
+                let r = crate::passes::equalize::equalize_channels(model, o).map_err(model_err)?;
+                format!(
                     "equalize-channels: {} pairs equalized over {} sweeps (last max change {:.2e}), {} skipped{}",
                     r.pairs.len(),
                     r.iterations,
                     r.last_max_change,
                     r.skipped.len(),
                     r.skipped.iter().map(|k| format!("; {}", k.reason)).collect::<String>()
-                ));
+                )
             }
-            p if WEIGHT_PASSES.contains(&p) || DATA_PASSES.contains(&p) => {}
-            other => {
-                return Err(QuantizeError::Recipe(RecipeError::Invalid {
-                    option: "passes".into(),
-                    reason: format!(
-                        "unknown or unavailable pass '{other}' (available: {}, {})",
-                        PRE_PASSES.join(", "),
-                        WEIGHT_PASSES.join(", ")
-                    ),
-                }))
-            }
-        }
+            _ => continue,
+        };
+        log.push(line.clone());
+        records.push(PassRecord {
+            name: p.name().into(),
+            options: p.options_json(),
+            wall_s: t.elapsed().as_secs_f64(),
+            log: vec![line],
+        });
     }
-    Ok(log)
+    Ok((log, records))
 }
 
 /// A model exported with batch 1 baked in (inputs `[1, …]` and Reshape shapes starting with 1)
@@ -343,6 +407,8 @@ pub struct QuantizeResult {
     pub quantized: Quantized,
     pub layers: Vec<LayerReport>,
     pub prepare_log: Vec<String>,
+    /// Records of the passes run by [`quantize`] (data-driven passes).
+    pub passes: Vec<PassRecord>,
 }
 
 /// The activation tensors a plan quantizes (inputs of compute layers with an activation format).
@@ -382,152 +448,60 @@ pub fn calibration_stats(
     )?)
 }
 
-/// Calibrates and quantizes `model` (already prepared) on `calib`.
+/// Calibrates and quantizes `model` (already prepared) on `calib`, running the recipe's
+/// data-driven passes in stage order: smooth-quant and exponent-shift (function-preserving, on
+/// the float model), calibration, fp-search, gptq or learned-rounding, correct-bias.
 pub fn quantize(
     model: &Model,
     recipe: &Recipe,
     calib: &Dataset,
 ) -> Result<QuantizeResult, QuantizeError> {
-    let set = calibration_stats(model, recipe, calib)?;
-    if recipe.passes.iter().any(|p| p == "gptq") {
-        let (gmodel, log, scales) = gptq_weights(model, recipe, calib)?;
-        let mut r = quantize_with_fixed(&gmodel, recipe, &set, &scales)?;
-        // Float reference stays the unmodified model; GPTQ only changed the rounded weights.
-        r.float = model.clone();
-        r.prepare_log.extend(log);
-        return Ok(r);
-    }
-    quantize_with_stats(model, recipe, &set)
-}
-
-struct InputCapture {
-    want: BTreeMap<ValueId, Vec<usize>>,
-    got: BTreeMap<usize, ArrayD<f32>>,
-}
-
-impl Observer for InputCapture {
-    fn observe(&mut self, value: ValueId, _name: &str, tensor: &Tensor) {
-        if let (Some(layers), Tensor::F32(a)) = (self.want.get(&value), tensor) {
-            for &l in layers {
-                self.got.insert(l, a.clone());
-            }
-        }
-    }
-}
-
-/// GPTQ on every quantized weight: Hessians from the layers' float inputs over the calibration
-/// set, columns rounded with the layer's own quantizer (per-channel scales from the float
-/// weight, which quantization then keeps: GPTQ output stays on that grid). Returns the model
-/// with GPTQ-rounded weights and a log line per layer.
-#[allow(clippy::type_complexity)]
-fn gptq_weights(
-    model: &Model,
-    recipe: &Recipe,
-    calib: &Dataset,
-) -> Result<(Model, Vec<String>, BTreeMap<String, Vec<f32>>), QuantizeError> {
-    use crate::passes::gptq::{gptq_layer, hessian_dims, layer_input_rows, HessianAccumulator};
-    let r = recipe.resolve()?;
-    let layers = plan::plan(model, &r)?;
-    let targets: Vec<&Layer> = layers
-        .iter()
-        .filter(|l| {
-            l.weight.is_some()
-                && matches!(l.weight_format, Some(f) if !matches!(f, quant_formats::Format::Mx(_)))
-        })
-        .filter(|l| !l.act_slots.is_empty())
-        .collect();
-    let pass_err = |e: crate::passes::PassError| QuantizeError::Model(format!("gptq: {e}"));
-    let mut acc: Vec<Vec<HessianAccumulator>> = Vec::new();
-    let mut want: BTreeMap<ValueId, Vec<usize>> = BTreeMap::new();
-    for (i, l) in targets.iter().enumerate() {
-        let (dim, groups) = hessian_dims(&model.graph, l.node).map_err(pass_err)?;
-        acc.push((0..groups).map(|_| HessianAccumulator::new(dim)).collect());
-        if let Some(v) = model
-            .graph
-            .node(l.node)
-            .inputs
-            .get(l.act_slots[0])
-            .copied()
-            .flatten()
-        {
-            want.entry(v).or_default().push(i);
-        }
-    }
-    let interp = Interpreter::new(model).map_err(model_err)?;
-    for b in calib.batches(recipe.batch_size).map_err(eval_err)? {
-        let b = b.map_err(eval_err)?;
-        let feeds: Vec<(String, Tensor)> = b
-            .inputs
-            .into_iter()
-            .map(|(n, a)| (n, Tensor::F32(a)))
-            .collect();
-        let mut cap = InputCapture {
-            want: want.clone(),
-            got: BTreeMap::new(),
-        };
-        interp
-            .run_batched_observed(&feeds, None, &mut cap)
-            .map_err(model_err)?;
-        for (i, x) in cap.got {
-            let rows =
-                layer_input_rows(&model.graph, targets[i].node, &x.view()).map_err(pass_err)?;
-            for (a, r) in acc[i].iter_mut().zip(rows) {
-                a.update(r.view()).map_err(pass_err)?;
-            }
-        }
-    }
+    let passes = recipe.resolve_passes()?;
     let mut m = model.clone();
+    let mut fixed = Fixed::default();
+    let mut records = Vec::new();
     let mut log = Vec::new();
-    let mut fixed = BTreeMap::new();
-    let opts = crate::passes::GptqOptions::default();
-    for (i, l) in targets.iter().enumerate() {
-        let (Some(w), Some(fmt)) = (&l.weight, l.weight_format) else {
-            continue;
+    let mut record = |p: &Pass, t: Instant, lines: Vec<String>, log: &mut Vec<String>| {
+        log.extend(lines.iter().cloned());
+        records.push(PassRecord {
+            name: p.name().into(),
+            options: p.options_json(),
+            wall_s: t.elapsed().as_secs_f64(),
+            log: lines,
+        });
+    };
+    for p in passes.iter().filter(|p| p.stage() == Stage::DataPrepare) {
+        let t = Instant::now();
+        let lines = match p {
+            Pass::SmoothQuant(o) => driver::smooth(&mut m, recipe, calib, o)?,
+            Pass::ExponentShift(o) => driver::exponent_shift(&mut m, recipe, calib, o, &mut fixed)?,
+            _ => Vec::new(),
         };
-        let hs: Vec<_> = acc[i]
-            .iter()
-            .map(|a| a.finish())
-            .collect::<Result<_, _>>()
-            .map_err(pass_err)?;
-        // Scales of the float weight, as round-to-nearest would choose them.
-        let wq = calibrate::quantize_weight(
-            &m,
-            l,
-            recipe.granularity == Granularity::PerChannel,
-            recipe.weight_method,
-            r.scale_rounding,
-            None,
-        )?
-        .ok_or_else(|| {
-            QuantizeError::Model(format!("gptq: layer {} has no weight quantizer", l.name))
-        })?;
-        let scales = wq.scales.clone();
-        let per_channel = wq.axis.is_some();
-        let res = gptq_layer(
-            &mut m.graph,
-            l.node,
-            &hs,
-            |o, v| {
-                let s = if per_channel {
-                    scales.get(o).copied().unwrap_or(scales[0])
-                } else {
-                    scales[0]
-                };
-                s * fmt.quantize_value(v / s)
-            },
-            &opts,
-        )
-        .map_err(pass_err)?;
-        log.push(format!(
-            "gptq: {} ({} groups, damping {:.3e}, {} dead columns)",
-            l.name,
-            hs.len(),
-            res.damp,
-            res.dead_columns
-        ));
-        fixed.insert(m.graph.value(w.value).name.clone(), wq.scales);
+        record(p, t, lines, &mut log);
     }
-    Ok((m, log, fixed))
+    // The function-preserving passes are done: this is the float reference.
+    let float_ref = m.clone();
+    let set = calibration_stats(&m, recipe, calib)?;
+    let mut r = quantize_with_fixed(&m, recipe, &set, &fixed)?;
+    for p in passes.iter().filter(|p| p.stage() > Stage::DataPrepare) {
+        let t = Instant::now();
+        let lines = match p {
+            Pass::FpSearch(o) => driver::fp_search(&m, recipe, calib, &r.quantized, o, &mut fixed)?,
+            Pass::Gptq(_) | Pass::LearnedRounding(_) => {
+                driver::round_weights(&mut m, recipe, calib, &r.quantized, p, &mut fixed)?
+            }
+            Pass::CorrectBias(o) => {
+                driver::correct_bias(&mut m, &float_ref, recipe, calib, &set, &fixed, o)?
+            }
+            _ => Vec::new(),
+        };
+        r = quantize_with_fixed(&m, recipe, &set, &fixed)?;
+        record(p, t, lines, &mut log);
+    }
+    r.float = float_ref;
+    r.prepare_log = log;
+    r.passes = records;
+    Ok(r)
 }
 
 /// Quantizes `model` with calibration statistics gathered earlier (see [`calibration_stats`]).
@@ -536,19 +510,29 @@ pub fn quantize_with_stats(
     recipe: &Recipe,
     set: &crate::calib::ObserverSet,
 ) -> Result<QuantizeResult, QuantizeError> {
-    quantize_with_fixed(model, recipe, set, &BTreeMap::new())
+    quantize_with_fixed(model, recipe, set, &Fixed::default())
 }
 
-/// Like [`quantize_with_stats`], with weight scales fixed by an earlier pass (by weight name).
-fn quantize_with_fixed(
+/// Like [`quantize_with_stats`], with formats and scales fixed by earlier passes.
+pub fn quantize_with_fixed(
     model: &Model,
     recipe: &Recipe,
     set: &crate::calib::ObserverSet,
-    fixed: &BTreeMap<String, Vec<f32>>,
+    fixed: &Fixed,
 ) -> Result<QuantizeResult, QuantizeError> {
     let r = recipe.resolve()?;
-    let layers = plan::plan(model, &r)?;
-    let acts = calibrate::activation_quantizers(
+    let mut layers = plan::plan(model, &r)?;
+    for l in &mut layers {
+        if let Some((wf, af)) = fixed.layer_formats.get(&l.name) {
+            if l.weight_format.is_some() {
+                l.weight_format = Some(*wf);
+            }
+            if l.act_format.is_some() {
+                l.act_format = Some(*af);
+            }
+        }
+    }
+    let mut acts = calibrate::activation_quantizers(
         model,
         &layers,
         set,
@@ -556,13 +540,20 @@ fn quantize_with_fixed(
         r.scale_rounding,
         recipe.unsigned_acts,
     )?;
+    for a in acts.values_mut() {
+        if let Some((f, sc)) = fixed.acts.get(&a.name) {
+            a.format = *f;
+            a.scale = *sc;
+            a.clip = f.max_value() * f64::from(*sc);
+        }
+    }
     let mut weights = BTreeMap::new();
     let mut reports = Vec::new();
     for l in &layers {
         let fixed_scales = l
             .weight
             .as_ref()
-            .and_then(|w| fixed.get(&model.graph.value(w.value).name))
+            .and_then(|w| fixed.weight_scales.get(&model.graph.value(w.value).name))
             .map(|v| v.as_slice());
         let wq = calibrate::quantize_weight(
             model,
@@ -606,6 +597,7 @@ fn quantize_with_fixed(
         quantized,
         layers: reports,
         prepare_log: Vec::new(),
+        passes: Vec::new(),
     })
 }
 

@@ -109,8 +109,13 @@ pub struct Recipe {
     pub bias: BiasMode,
     /// Integer activations observed non-negative become unsigned (same bits, one more level).
     pub unsigned_acts: bool,
-    /// Function-preserving passes run before calibration, in order.
+    /// Passes by name (`fold-batch-norm`, `equalize-channels`, `smooth-quant`,
+    /// `exponent-shift`, `fp-search`, `gptq` or `learned-rounding`, `correct-bias`; `seed` expands
+    /// to the seed paper's pipeline). They run in pipeline-stage order (docs/passes.md).
     pub passes: Vec<String>,
+    /// Options per pass (`[pass_options.smooth-quant] alpha = 0.5`); keys are the pass names.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pass_options: std::collections::BTreeMap<String, toml::Table>,
     /// Calibration samples (`None` = all).
     pub calib_samples: Option<usize>,
     /// Batch size for calibration and evaluation.
@@ -146,6 +151,7 @@ impl Default for Recipe {
             bias: BiasMode::Float,
             unsigned_acts: true,
             passes: vec!["fold-batch-norm".into()],
+            pass_options: Default::default(),
             calib_samples: None,
             batch_size: 64,
             seed: 0,
@@ -226,8 +232,59 @@ impl Recipe {
         })
     }
 
+    /// The pass names with `seed` expanded, in list order.
+    pub fn pass_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.passes {
+            if p == "seed" {
+                out.extend(crate::passes::SEED_PIPELINE.iter().map(|s| s.to_string()));
+            } else {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
+    /// The passes with their options, checked and sorted by pipeline stage. Errors name the
+    /// unknown pass, the bad option, options given for a pass that is not listed, or the
+    /// conflicting pair (gptq with learned-rounding).
+    pub fn resolve_passes(&self) -> Result<Vec<crate::passes::Pass>, RecipeError> {
+        let names = self.pass_names();
+        for k in self.pass_options.keys() {
+            if !names.iter().any(|n| n == k) {
+                return Err(RecipeError::Invalid {
+                    option: format!("pass_options.{k}"),
+                    reason: format!(
+                        "options given for pass '{k}', which is not in passes [{}]",
+                        names.join(", ")
+                    ),
+                });
+            }
+        }
+        let mut passes = Vec::new();
+        for n in &names {
+            let p =
+                crate::passes::Pass::with_options(n, self.pass_options.get(n)).map_err(|e| {
+                    RecipeError::Invalid {
+                        option: if self.pass_options.contains_key(n) {
+                            format!("pass_options.{n}")
+                        } else {
+                            "passes".into()
+                        },
+                        reason: e.to_string(),
+                    }
+                })?;
+            passes.push(p);
+        }
+        crate::passes::check_pipeline(&passes).map_err(|e| RecipeError::Invalid {
+            option: "passes".into(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Parses and checks every option; the error names the option at fault.
     pub fn resolve(&self) -> Result<Resolved, RecipeError> {
+        self.resolve_passes()?;
         let weights = parse_format("weights", &self.weights)?;
         let acts = parse_format("acts", &self.acts)?;
         let first_last = self

@@ -84,7 +84,12 @@ fn bench(name: &str, model: &Path, calib: &Path, eval: &Path, grid: &str) {
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // `cargo bench` passes harness flags such as `--bench`; this benchmark takes none.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench targets without it,
+    // and then nothing is timed.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("sweep benchmark: time it with `cargo bench --bench sweep`");
+        return;
+    }
     println!(
         "mfq sweep benchmark: {} cores, load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

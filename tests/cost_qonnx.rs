@@ -5,26 +5,12 @@
 //! QONNX 1.0.0 does not cost ConvTranspose or Einsum (it lists them as unsupported); mfq does,
 //! and reports them under `qonnx_skipped` — checked here as that documented difference.
 
+mod common;
+use common::{python, root};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("MFQ_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "Python oracle venv not found at {}: run `bash scripts/venv.sh` (or set MFQ_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 fn fixture(rel: &str) -> PathBuf {
     let p = root().join("fixtures/cache").join(rel);

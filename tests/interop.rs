@@ -9,24 +9,10 @@
 //! in different orders and flipping values that sit on a rounding boundary, are measured and
 //! reported (docs/reports/interop-w2.md).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{python, root};
+use std::path::Path;
 use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("MFQ_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "Python oracle venv not found at {}: run `bash scripts/venv.sh` (or set MFQ_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 fn need(p: &Path) -> &Path {
     assert!(

@@ -2,22 +2,10 @@
 //! be ≤ 1e-4 · max |ort| on every output. References live in `fixtures/cache/ref/<name>.npz`
 //! (keys `in:<input>` / `out:<output>`), produced by `bash scripts/prepare-test-data.sh`.
 
+mod common;
+use common::{need, root};
 use mfq::interp::Interpreter;
 use mfq::tensor::{npz, Tensor};
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn need(p: &Path) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/prepare-test-data.sh` first",
-        p.display()
-    );
-    p.to_path_buf()
-}
 
 /// Runs `model` on the reference inputs and returns the worst relative error over outputs.
 fn parity(model: &str, reference: &str) -> f64 {

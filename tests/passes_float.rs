@@ -4,7 +4,9 @@
 //! relative (‖after − before‖₂ / ‖before‖₂, and every element within 1e-4 of the output's
 //! max |before|). W2 and W3 need `bash scripts/prepare-test-data.sh`.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{need, root};
+use std::path::Path;
 
 use mfq::data::Dataset;
 use mfq::interp::Interpreter;
@@ -12,19 +14,6 @@ use mfq::ir::Model;
 use mfq::passes::{driver, EqualizeOptions, ExponentShiftOptions, SmoothOptions};
 use mfq::quant::{pipeline, Fixed, Recipe};
 use mfq::tensor::Tensor;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn need(p: &Path) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/prepare-test-data.sh` first",
-        p.display()
-    );
-    p.to_path_buf()
-}
 
 fn data(model: &Model, path: &Path, n: usize) -> Dataset {
     let mut d = Dataset::open(path, &pipeline::data_inputs(model), None).expect("open data");

@@ -3,33 +3,9 @@
 //! strings, producer, names, opset imports, attributes, initializers, value_info) survive.
 //! Driven by `scripts/roundtrip_check.py` with the pinned Python venv (`MFQ_PYTHON`).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{need, python, root};
 use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("MFQ_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "Python oracle venv not found at {}: run `bash scripts/venv.sh` (or set MFQ_PYTHON)",
-        p.display()
-    );
-    p
-}
-
-fn need(p: &Path) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/prepare-test-data.sh` first",
-        p.display()
-    );
-    p.to_path_buf()
-}
 
 fn round_trip(model: &str, reference: &str) {
     let model = need(&root().join(model));

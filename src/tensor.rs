@@ -394,43 +394,7 @@ impl Tensor {
 
     /// Returns a copy with a new shape (same element count, row-major order).
     pub fn reshaped(&self, shape: &[usize]) -> Result<Tensor, TensorError> {
-        fn rs<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>, TensorError> {
-            match a.as_slice() {
-                Some(s) => make_array(shape, s.to_vec()),
-                None => make_array(shape, a.iter().cloned().collect()),
-            }
-        }
-        Ok(match self {
-            Tensor::F32(a) => Tensor::F32(rs(a, shape)?),
-            Tensor::F64(a) => Tensor::F64(rs(a, shape)?),
-            Tensor::I64(a) => Tensor::I64(rs(a, shape)?),
-            Tensor::I32(a) => Tensor::I32(rs(a, shape)?),
-            Tensor::I8(a) => Tensor::I8(rs(a, shape)?),
-            Tensor::U8(a) => Tensor::U8(rs(a, shape)?),
-            Tensor::Bool(a) => Tensor::Bool(rs(a, shape)?),
-            Tensor::Packed {
-                dtype,
-                shape: old,
-                data,
-                strings,
-            } => {
-                let n: usize = shape.iter().product();
-                let m: usize = old.iter().product();
-                if n != m {
-                    return Err(TensorError::ElementCount {
-                        shape: shape.to_vec(),
-                        expected: n,
-                        got: m,
-                    });
-                }
-                Tensor::Packed {
-                    dtype: *dtype,
-                    shape: shape.to_vec(),
-                    data: data.clone(),
-                    strings: strings.clone(),
-                }
-            }
-        })
+        self.clone().into_reshaped(shape)
     }
 
     /// Like [`Tensor::reshaped`] but consumes the tensor: an array in standard (row-major,
@@ -465,7 +429,28 @@ impl Tensor {
             Tensor::I8(a) => Tensor::I8(rs(a, shape)?),
             Tensor::U8(a) => Tensor::U8(rs(a, shape)?),
             Tensor::Bool(a) => Tensor::Bool(rs(a, shape)?),
-            packed @ Tensor::Packed { .. } => packed.reshaped(shape)?,
+            Tensor::Packed {
+                dtype,
+                shape: old,
+                data,
+                strings,
+            } => {
+                let n: usize = shape.iter().product();
+                let m: usize = old.iter().product();
+                if n != m {
+                    return Err(TensorError::ElementCount {
+                        shape: shape.to_vec(),
+                        expected: n,
+                        got: m,
+                    });
+                }
+                Tensor::Packed {
+                    dtype,
+                    shape: shape.to_vec(),
+                    data,
+                    strings,
+                }
+            }
         })
     }
 }

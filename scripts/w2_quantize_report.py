@@ -37,7 +37,7 @@ def main():
     model = "fixtures/cache/w2/w2.onnx"
     calib = "fixtures/cache/w2/calib.npz"
     ev = "fixtures/cache/w2/eval.npz"
-    rows, cmds = [], []
+    rows, cmds, folds = [], [], []
     with tempfile.TemporaryDirectory() as d:
         for kind, w, a in CONFIGS:
             tag = f"{w}-{a}"
@@ -57,6 +57,22 @@ def main():
             worst = min(e["tensors"], key=lambda t: t["sqnr_alone_db"])
             rows.append((kind, w, a, j["export"]["style"], e, worst,
                          j["timings_s"]["total"]))
+            if kind != "W8A8":
+                continue
+            # Second fold: calibrate on the 20 labelled photos, evaluate on the 72 calibration
+            # photos, so that every available photo is scored by a model not calibrated on it.
+            rep2 = os.path.join(d, tag + "-fold2.json")
+            cmd2 = [args.mfq, "quantize", model, "-o", os.path.join(d, tag + "-fold2.onnx"),
+                    "--weights", w, "--acts", a, "--calib", ev, "--calib-samples", "20",
+                    "--eval", calib, "--report", rep2, "-q"]
+            shown = list(cmd2)
+            shown[shown.index("-o") + 1] = f"w2-{tag}-fold2.onnx"
+            shown[shown.index("--report") + 1] = f"w2-{tag}-fold2.json"
+            cmds.append(shlex.join([args.display_binary] + shown[1:]))
+            r = subprocess.run(cmd2, capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(f"{tag} fold 2 failed:\n{r.stderr}")
+            folds.append((w, a, e, json.load(open(rep2))["evaluation"]))
     n = rows[0][4]["samples"]
     lines = [
         f"# W2 EfficientNet-Lite0: W8A8 and W4A8 with `mfq quantize` ({datetime.date.today()})",
@@ -77,6 +93,25 @@ def main():
             f"{pct(e['quant_top5'])} | {pct(e['top1_agreement'])} | {e['output_sqnr_db']:.2f} | "
             f"{e['output_cosine']:.4f} | {worst['tensor']} {worst['sqnr_alone_db']:.1f} dB | "
             f"{t:.1f} |")
+    lines += [
+        "",
+        "**All available photos** (the brief asks for top-1 agreement over every available "
+        "image): each W8A8 configuration is also calibrated on the 20 labelled photos and "
+        "evaluated on the 72 calibration photos (agreement needs no labels), so each of the "
+        "92 photos is scored by a model that was not calibrated on it.",
+        "",
+        "| weights | acts | agreement, 20 labelled photos | agreement, 72 calibration photos "
+        "| agreement, all 92 | output SQNR (dB), 20 / 72 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w, a, e1, e2 in folds:
+        n1, n2 = e1["samples"], e2["samples"]
+        k1 = round(e1["top1_agreement"] * n1)
+        k2 = round(e2["top1_agreement"] * n2)
+        lines.append(
+            f"| {w} | {a} | {k1}/{n1} | {k2}/{n2} | {k1 + k2}/{n1 + n2} = "
+            f"{pct((k1 + k2) / (n1 + n2))} | {e1['output_sqnr_db']:.2f} / "
+            f"{e2['output_sqnr_db']:.2f} |")
     lines += [
         "",
         "W8A8 goal (top-1 agreement with fp32 ≥ 95 %): "

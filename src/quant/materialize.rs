@@ -263,18 +263,17 @@ fn act_for<'a>(
     q.acts.get(&(name, fmt.to_string())).map(|a| (v, a))
 }
 
-/// Builds the simulation graph (also the QONNX export when `weight_nodes` is true).
-pub fn qonnx_graph(
-    base: &Model,
+/// Routes every quantized activation input of every layer through the quantizer `insert`
+/// builds: one quantizer per (tensor, format), shared by all its consumers.
+fn quantize_act_inputs(
+    m: &mut Model,
     q: &Quantized,
-    weight_nodes: bool,
-) -> Result<Model, MaterializeError> {
-    let mut m = base.clone();
-    // Activations: one quantizer per (tensor, format), shared by its consumers.
+    mut insert: impl FnMut(&mut Model, ValueId, &ActQuant, &str) -> Result<ValueId, MaterializeError>,
+) -> Result<(), MaterializeError> {
     let mut made: BTreeMap<(String, String), ValueId> = BTreeMap::new();
     for l in &q.layers {
         for &slot in &l.act_slots {
-            let Some((v, a)) = act_for(q, &m, l, slot) else {
+            let Some((v, a)) = act_for(q, m, l, slot) else {
                 continue;
             };
             let key = (
@@ -284,13 +283,7 @@ pub fn qonnx_graph(
             let y = match made.get(&key) {
                 Some(y) => *y,
                 None => {
-                    let y = insert_qonnx(
-                        &mut m,
-                        v,
-                        &a.format,
-                        f32_scalar(a.scale),
-                        &format!("activation '{}'", a.name),
-                    )?;
+                    let y = insert(m, v, a, &format!("activation '{}'", a.name))?;
                     made.insert(key, y);
                     y
                 }
@@ -298,6 +291,19 @@ pub fn qonnx_graph(
             m.graph.set_input(l.node, slot, Some(y));
         }
     }
+    Ok(())
+}
+
+/// Builds the simulation graph (also the QONNX export when `weight_nodes` is true).
+pub fn qonnx_graph(
+    base: &Model,
+    q: &Quantized,
+    weight_nodes: bool,
+) -> Result<Model, MaterializeError> {
+    let mut m = base.clone();
+    quantize_act_inputs(&mut m, q, |m, v, a, what| {
+        insert_qonnx(m, v, &a.format, f32_scalar(a.scale), what)
+    })?;
     for l in &q.layers {
         let Some(w) = &l.weight else { continue };
         let name = m.graph.value(w.value).name.clone();
@@ -602,36 +608,17 @@ fn int_tensor(dt: DType, shape: &[usize], codes: &[i64]) -> Result<Tensor, Mater
 pub fn qdq_graph(base: &Model, q: &Quantized, opset: i64) -> Result<Model, MaterializeError> {
     let mut m = base.clone();
     raise_opset(&mut m, opset)?;
-    let mut made: BTreeMap<(String, String), ValueId> = BTreeMap::new();
-    for l in &q.layers {
-        for &slot in &l.act_slots {
-            let Some((v, a)) = act_for(q, &m, l, slot) else {
-                continue;
-            };
-            let what = format!("activation '{}'", a.name);
-            if let Some(reason) = qdq_blocker(&a.format, opset, false) {
-                return Err(MaterializeError::NotRepresentable {
-                    what,
-                    format: a.format.to_string(),
-                    style: "QDQ",
-                    reason,
-                });
-            }
-            let key = (
-                a.name.clone(),
-                l.act_format.map(|f| f.to_string()).unwrap_or_default(),
-            );
-            let y = match made.get(&key) {
-                Some(y) => *y,
-                None => {
-                    let y = insert_qdq_act(&mut m, v, a, &what)?;
-                    made.insert(key, y);
-                    y
-                }
-            };
-            m.graph.set_input(l.node, slot, Some(y));
+    quantize_act_inputs(&mut m, q, |m, v, a, what| {
+        if let Some(reason) = qdq_blocker(&a.format, opset, false) {
+            return Err(MaterializeError::NotRepresentable {
+                what: what.to_string(),
+                format: a.format.to_string(),
+                style: "QDQ",
+                reason,
+            });
         }
-    }
+        insert_qdq_act(m, v, a, what)
+    })?;
     for l in &q.layers {
         let Some(w) = &l.weight else { continue };
         let name = m.graph.value(w.value).name.clone();

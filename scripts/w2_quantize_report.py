@@ -19,6 +19,11 @@ CONFIGS = [
     ("W8A8", "fp8-e4m3fn", "fp8-e4m3fn"),
     ("W4A8", "int4", "int8"),
     ("W4A8", "e2m1", "int8"),
+    # where the W8A8 loss comes from: one side quantized, the other kept at fp16 (near-lossless)
+    ("W8 only", "int8", "fp16"),
+    ("W8 only", "e4m3", "fp16"),
+    ("A8 only", "fp16", "int8"),
+    ("A8 only", "fp16", "e4m3"),
 ]
 
 
@@ -104,29 +109,35 @@ def main():
         "| agreement, all 92 | output SQNR (dB), 20 / 72 |",
         "|---|---|---|---|---|---|",
     ]
+    fold_counts = []
     for w, a, e1, e2 in folds:
         n1, n2 = e1["samples"], e2["samples"]
         k1 = round(e1["top1_agreement"] * n1)
         k2 = round(e2["top1_agreement"] * n2)
+        fold_counts.append((w, a, k1, n1, k2, n2))
         lines.append(
             f"| {w} | {a} | {k1}/{n1} | {k2}/{n2} | {k1 + k2}/{n1 + n2} = "
             f"{pct((k1 + k2) / (n1 + n2))} | {e1['output_sqnr_db']:.2f} / "
             f"{e2['output_sqnr_db']:.2f} |")
     lines += [
         "",
-        "W8A8 goal (top-1 agreement with fp32 ≥ 95 %): "
-        + "; ".join(f"{r[1]}/{r[2]} {pct(r[4]['top1_agreement'])} "
-                    f"({'met' if r[4]['top1_agreement'] >= 0.95 else 'NOT met'})"
-                    for r in rows if r[0] == "W8A8")
-        + ". With 20 photos one disagreement is 5 points: "
-        "the agreement figures are coarse; SQNR and cosine are the finer measure. Generic e4m3 "
-        "(3 mantissa bits: every value carries up to 3 % relative error) loses more than int8 "
-        "with per-channel scales (errors of at most 0.4 % of each channel's maximum) on this "
-        "network of 16 depthwise blocks: weights alone in e4m3 give 9.6 dB output SQNR, "
-        "activations alone 11.0 dB (16 calibration photos); MSE or min/max clipping does not "
-        "change that (8.6 and 8.8 dB). W4A8 collapses with plain round-to-nearest per-channel "
-        "weights (depthwise 3x3/5x5 kernels have 9–25 weights per channel); GPTQ "
-        "(`--passes fold-batch-norm,gptq`) and 8-bit first/last layers are the tools to try.",
+        f"W8A8 goal (top-1 agreement with fp32 ≥ 95 % on all available photos): "
+        + "; ".join(f"{w}/{a} {pct((k1 + k2) / (n1 + n2))} over {n1 + n2} "
+                    f"({'met' if (k1 + k2) / (n1 + n2) >= 0.95 else 'NOT met'})"
+                    for w, a, k1, n1, k2, n2 in fold_counts)
+        + ". On the 20 labelled photos alone one disagreement is 5 points, so the 92-photo "
+        "figure and the output SQNR are the finer measures (the calibration photos include "
+        "scenes far from ImageNet: a deep-field sky, a retina, a microscope slide). The `W8 only` / `A8 only` rows "
+        "quantize one side and keep the other at fp16: generic e4m3 (3 mantissa bits, "
+        "relative error up to 2^-4 per value) costs about 10 dB of output SQNR more than "
+        "per-channel int8 on the weights and about 15 dB more than int8 on the activations; "
+        "this network of 16 depthwise blocks amplifies per-tensor errors of 31–32 dB (e4m3) "
+        "into an output SQNR below 10 dB. It is the number format, not a calibration choice "
+        "(measured by hand on the 20 photos): minmax and MSE calibration (8.8 and 8.6 dB), "
+        "`--first-last int8` (9.5 dB) and unsigned e4m4 on the ReLU6 outputs (17/20) do not "
+        "close the gap. W4A8 collapses with plain round-to-nearest "
+        "per-channel weights (depthwise 3x3/5x5 kernels have 9–25 weights per channel); "
+        "the PTQ passes are measured in docs/reports/passes.md.",
         "",
         "Commands (release binary; each writes the quantized model and its JSON report):",
         "",

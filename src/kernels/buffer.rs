@@ -27,11 +27,11 @@ pub fn take(len: usize) -> Vec<f32> {
     if len * 4 >= MIN_BYTES {
         let hit = POOL.with(|p| {
             let mut p = p.borrow_mut();
-            // Best fit: the smallest buffer that holds `len` without wasting more than half.
+            // Best fit: the smallest buffer that holds `len`, at most 8 times larger.
             let i = p
                 .iter()
                 .enumerate()
-                .filter(|(_, v)| v.capacity() >= len && v.capacity() / 2 <= len)
+                .filter(|(_, v)| v.capacity() >= len && v.capacity() / 8 <= len)
                 .min_by_key(|(_, v)| v.capacity())
                 .map(|(i, _)| i)?;
             Some(p.swap_remove(i))
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn recycled_buffer_is_reused_and_resized() {
         clear();
-        let n = MIN_BYTES; // elements: 4× the minimum size in bytes
+        let n = 4 * MIN_BYTES; // elements: 16× the minimum size in bytes
         let mut v = take(n);
         assert_eq!(v.len(), n);
         assert!(v.iter().all(|&x| x == 0.0));
@@ -118,7 +118,7 @@ mod tests {
         assert!(z.iter().all(|&x| x == 0.0));
         // Far smaller requests do not take a huge buffer; small buffers are not kept.
         recycle(z);
-        let s = take(n / 4);
+        let s = take(n / 16);
         assert_ne!(s.as_ptr(), ptr);
         recycle(vec![0f32; 16]);
         assert_eq!(held_bytes(), n * 4);

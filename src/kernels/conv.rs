@@ -588,13 +588,17 @@ unsafe fn dw_row_avx2_fma(out: &mut [f32], buf: &[f32], off: &[usize], w: &[f32]
             _mm256_storeu_ps(op.add(x), a0);
             x += 8;
         }
-        while x < n {
-            let mut a = bias;
+        if x < n {
+            // The last 1–7 columns: masked loads and store touch only lanes `x..n` (inactive
+            // lanes are neither read nor written), with the same per-lane FMA sequence.
+            const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+            let mask = _mm256_loadu_si256(LANES.as_ptr().add(8 - (n - x)).cast::<__m256i>());
+            let mut a0 = vb;
             for (&o, &wt) in off.iter().zip(w) {
-                a = wt.mul_add(*bp.add(o + x), a);
+                let v = _mm256_maskload_ps(bp.add(o + x), mask);
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(wt), v, a0);
             }
-            *op.add(x) = a;
-            x += 1;
+            _mm256_maskstore_ps(op.add(x), mask, a0);
         }
     }
 }
@@ -976,6 +980,32 @@ mod tests {
             *v = s as f32;
         }
         y
+    }
+
+    /// The AVX2 row kernel (32/8-wide blocks and masked tail) equals a scalar fused
+    /// multiply-add in tap order, bit for bit, for every width.
+    #[test]
+    fn depthwise_row_kernel_matches_scalar_fma() {
+        if !have_avx2_fma() {
+            return;
+        }
+        let buf: Vec<f32> = (0..400)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let w = [0.3f32, -1.7, 2.25, 0.001, -0.5];
+        for n in 1..=75 {
+            let off = [0usize, 3, 80, 150, 400 - n];
+            let mut got = vec![f32::NAN; n + 3];
+            dw_row(&mut got[..n], &buf, &off, &w, 0.125, true);
+            for x in 0..n {
+                let mut a = 0.125f32;
+                for (&o, &wt) in off.iter().zip(&w) {
+                    a = wt.mul_add(buf[o + x], a);
+                }
+                assert_eq!(got[x].to_bits(), a.to_bits(), "width {n}, column {x}");
+            }
+            assert!(got[n..].iter().all(|v| v.is_nan()), "wrote past the row");
+        }
     }
 
     #[test]

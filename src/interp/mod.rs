@@ -881,7 +881,7 @@ mod tests {
         let clip = seen.0[2].1.as_f32().expect("f32");
         assert!(dw.iter().any(|&v| !(0.0..=0.5).contains(&v)));
         for (a, b) in dw.iter().zip(clip.iter()) {
-            assert_eq!(a.max(0.0).min(0.5), *b);
+            assert_eq!(a.clamp(0.0, 0.5), *b);
         }
     }
 }

@@ -59,7 +59,7 @@ pub fn take_zeroed(len: usize) -> Vec<f32> {
 /// pool is full).
 pub fn recycle(v: Vec<f32>) {
     let bytes = v.capacity() * 4;
-    if bytes < MIN_BYTES || bytes > MAX_BYTES {
+    if !(MIN_BYTES..=MAX_BYTES).contains(&bytes) {
         return;
     }
     POOL.with(|p| {

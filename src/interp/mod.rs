@@ -94,6 +94,20 @@ struct Step {
     outputs: Vec<Option<ValueId>>,
     /// Values whose last use is this step.
     free: Vec<ValueId>,
+    /// Execution-time fusion, used only when no observer watches the run: this step's op with
+    /// the following Relu/Clip folded in, writing that node's output directly.
+    fused: Option<Fused>,
+    /// This step was folded into an earlier step's [`Fused`] op (skipped when unobserved).
+    fused_away: bool,
+}
+
+/// A producer step with its single consumer (an elementwise clamp) folded in.
+struct Fused {
+    op: Box<dyn Op>,
+    /// Op type shown in profiles, e.g. `Conv+Clip`.
+    op_type: String,
+    /// The consumer's output, which the fused op produces.
+    out: ValueId,
 }
 
 /// Declared graph input.
@@ -229,8 +243,11 @@ impl Interpreter {
                 inputs: node.inputs.clone(),
                 outputs: node.outputs.clone(),
                 free: Vec::new(),
+                fused: None,
+                fused_away: false,
             });
         }
+        fuse_clamps(model, &mut steps);
         let n_values = g.value_count();
         let mut consts = Vec::new();
         let inputs: Vec<InputSpec> = g
@@ -416,8 +433,17 @@ impl Interpreter {
                 vals[s.value.index()] = Some(Arc::new(t.clone()));
             }
         }
+        // Fusion changes which intermediate tensors exist, so it is off while observed.
+        let fuse = obs.is_none();
         for s in &self.steps {
+            if fuse && s.fused_away {
+                for v in &s.free {
+                    release(&mut vals[v.index()]);
+                }
+                continue;
+            }
             let t0 = prof.is_some().then(std::time::Instant::now);
+            let fused = s.fused.as_ref().filter(|_| fuse);
             // Input 0 is handed over by value when this is its last use and nothing else holds
             // it (not a constant, not another input slot of this node, no observer needs it
             // afterwards), so elementwise and reshape ops can work in place.
@@ -442,9 +468,10 @@ impl Interpreter {
                 .iter()
                 .map(|i| i.and_then(|v| vals[v.index()].as_deref()))
                 .collect();
+            let op = fused.map_or(&s.op, |f| &f.op);
             let res = match owned {
-                Some(t) => s.op.eval_owned(t, &ins),
-                None => s.op.eval(&ins),
+                Some(t) => op.eval_owned(t, &ins),
+                None => op.eval(&ins),
             };
             let outs = res.map_err(|error| InterpError::Eval {
                 node: s.label.clone(),
@@ -452,7 +479,24 @@ impl Interpreter {
                 error: Box::new(error),
             })?;
             if let (Some(p), Some(t0)) = (prof.as_deref_mut(), t0) {
-                p.add(&s.label, &s.op_type, t0.elapsed().as_secs_f64());
+                let op_type = fused.map_or(&s.op_type, |f| &f.op_type);
+                p.add(&s.label, op_type, t0.elapsed().as_secs_f64());
+            }
+            if let Some(f) = fused {
+                let t = outs
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| InterpError::OutputCount {
+                        node: s.label.clone(),
+                        op: s.op_type.clone(),
+                        got: 0,
+                        expected: 1,
+                    })?;
+                vals[f.out.index()] = Some(Arc::new(t));
+                for v in &s.free {
+                    release(&mut vals[v.index()]);
+                }
+                continue;
             }
             if outs.len() < s.outputs.iter().filter(|o| o.is_some()).count() {
                 return Err(InterpError::OutputCount {
@@ -471,9 +515,8 @@ impl Interpreter {
                 }
             }
             for v in &s.free {
-                vals[v.index()] = None;
+                release(&mut vals[v.index()]);
             }
-            let _ = s.node;
         }
         self.outputs
             .iter()
@@ -570,6 +613,85 @@ impl Interpreter {
     }
 }
 
+/// Drops a dead intermediate tensor, handing a large f32 buffer back to the kernels' pool
+/// (`kernels::buffer`) so the next op's output does not start from fresh pages.
+fn release(slot: &mut Option<Arc<Tensor>>) {
+    if let Some(Ok(Tensor::F32(a))) = slot.take().map(Arc::try_unwrap) {
+        crate::kernels::buffer::recycle(a.into_raw_vec_and_offset().0);
+    }
+}
+
+/// Folds each Relu/Clip into the Conv producing its input when the Conv output has no other use:
+/// a single output, not a graph output, read by exactly one node, whose other inputs are
+/// constants. The fused op computes exactly the Conv followed by the clamp (see
+/// [`Op::with_clamp`]); it runs only when no observer needs the intermediate tensor.
+fn fuse_clamps(model: &Model, steps: &mut [Step]) {
+    let g = &model.graph;
+    let is_onnx = |d: &str| d.is_empty() || d == "ai.onnx";
+    let mut readers = vec![0usize; g.value_count()];
+    for s in steps.iter() {
+        for v in s.inputs.iter().flatten() {
+            readers[v.index()] += 1;
+        }
+    }
+    let pos: HashMap<NodeId, usize> = steps.iter().enumerate().map(|(i, s)| (s.node, i)).collect();
+    for i in 0..steps.len() {
+        let node = g.node(steps[i].node);
+        if node.op_type != "Conv" || !is_onnx(&node.domain) || steps[i].outputs.len() != 1 {
+            continue;
+        }
+        let Some(v) = steps[i].outputs[0] else {
+            continue;
+        };
+        if readers[v.index()] != 1 || g.outputs.contains(&v) {
+            continue;
+        }
+        let Some(&j) = g.consumers(v).first().and_then(|c| pos.get(&c.0)) else {
+            continue;
+        };
+        let cons = g.node(steps[j].node);
+        if j <= i
+            || !matches!(cons.op_type.as_str(), "Relu" | "Clip")
+            || !is_onnx(&cons.domain)
+            || steps[j].inputs.first().copied().flatten() != Some(v)
+            || steps[j].outputs.len() != 1
+            || steps[j].fused_away
+        {
+            continue;
+        }
+        let Some(out) = steps[j].outputs[0] else {
+            continue;
+        };
+        // Bounds (Clip inputs 1 and 2) must be constants known now (not overridable inputs).
+        let mut consts: Vec<Option<&Tensor>> = vec![None];
+        let mut ok = true;
+        for inp in steps[j].inputs.iter().skip(1) {
+            match inp {
+                None => consts.push(None),
+                Some(c) if g.producer(*c).is_none() && !g.inputs.contains(c) => {
+                    match &g.value(*c).constant {
+                        Some(t) => consts.push(Some(t.as_ref())),
+                        None => ok = false,
+                    }
+                }
+                Some(_) => ok = false,
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let Some(act) = steps[j].op.as_clamp(&consts) else {
+            continue;
+        };
+        let Some(op) = steps[i].op.with_clamp(act) else {
+            continue;
+        };
+        let op_type = format!("{}+{}", steps[i].op_type, steps[j].op_type);
+        steps[i].fused = Some(Fused { op, op_type, out });
+        steps[j].fused_away = true;
+    }
+}
+
 fn batch_size(feeds: &[(String, Tensor)]) -> Result<usize, InterpError> {
     let mut n: Option<(String, usize)> = None;
     for (k, t) in feeds {
@@ -639,4 +761,127 @@ pub fn feeds_from_map(m: HashMap<String, Tensor>) -> Vec<(String, Tensor)> {
     let mut v: Vec<_> = m.into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Attr, AttrValue, Node, Value};
+    use ndarray::{ArrayD, IxDyn};
+
+    fn arr(shape: &[usize], seed: u32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect();
+        Tensor::F32(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+    }
+
+    fn node(m: &mut Model, op: &str, ins: Vec<Option<ValueId>>, out: &str, attrs: Vec<Attr>) {
+        let o = m.graph.add_value(Value::named(out));
+        let mut n = Node::new(op, ins, vec![Some(o)]);
+        n.name = out.to_string();
+        n.attrs = attrs;
+        m.graph.add_node(n).expect("add node");
+    }
+
+    fn ints(name: &str, v: &[i64]) -> Attr {
+        Attr {
+            name: name.into(),
+            value: AttrValue::Ints(v.to_vec()),
+        }
+    }
+
+    /// x → depthwise Conv → Clip(0, 6) → pointwise Conv (also read by Add) → Relu → y.
+    fn model() -> Model {
+        let mut m = Model::default();
+        m.opsets.insert(String::new(), 17);
+        let x = m.graph.add_value(Value::named("x"));
+        m.graph.inputs.push(x);
+        let wd = m.graph.add_constant("wd", arr(&[4, 1, 3, 3], 1));
+        let bd = m.graph.add_constant("bd", arr(&[4], 2));
+        let lo = m.graph.add_constant("lo", Tensor::scalar_f32(0.0));
+        let hi = m.graph.add_constant("hi", Tensor::scalar_f32(0.5));
+        let wp = m.graph.add_constant("wp", arr(&[4, 4, 1, 1], 3));
+        node(
+            &mut m,
+            "Conv",
+            vec![Some(x), Some(wd), Some(bd)],
+            "dw",
+            vec![
+                ints("pads", &[1, 1, 1, 1]),
+                ints("strides", &[2, 2]),
+                Attr {
+                    name: "group".into(),
+                    value: AttrValue::Int(4),
+                },
+            ],
+        );
+        let dw = m.graph.find_value("dw").expect("dw");
+        node(
+            &mut m,
+            "Clip",
+            vec![Some(dw), Some(lo), Some(hi)],
+            "clip",
+            vec![],
+        );
+        let clip = m.graph.find_value("clip").expect("clip");
+        node(
+            &mut m,
+            "Conv",
+            vec![Some(clip), Some(wp), None],
+            "pw",
+            vec![],
+        );
+        let pw = m.graph.find_value("pw").expect("pw");
+        // `pw` has two readers, so its Relu must not be fused.
+        node(&mut m, "Relu", vec![Some(pw)], "r", vec![]);
+        let r = m.graph.find_value("r").expect("r");
+        node(&mut m, "Add", vec![Some(r), Some(pw)], "y", vec![]);
+        let y = m.graph.find_value("y").expect("y");
+        m.graph.outputs.push(y);
+        m
+    }
+
+    struct Seen(Vec<(String, Tensor)>);
+    impl Observer for Seen {
+        fn observe(&mut self, _v: ValueId, name: &str, t: &Tensor) {
+            self.0.push((name.to_string(), t.clone()));
+        }
+    }
+
+    #[test]
+    fn clamp_fusion_is_exact_and_invisible_to_observers() {
+        let m = model();
+        let interp = Interpreter::new(&m).expect("interpreter");
+        let fused: Vec<_> = interp.steps.iter().filter(|s| s.fused.is_some()).collect();
+        assert_eq!(fused.len(), 1, "only the depthwise Conv + Clip pair fuses");
+        assert_eq!(
+            fused[0].fused.as_ref().map(|f| f.op_type.as_str()),
+            Some("Conv+Clip")
+        );
+        let feeds = vec![("x".to_string(), arr(&[2, 4, 9, 9], 4))];
+        let plain = interp.run(&feeds).expect("run");
+        let (profiled, prof) = interp.run_profiled(&feeds).expect("run");
+        assert!(prof.ops.iter().any(|o| o.0 == "Conv+Clip"));
+        assert!(!prof.ops.iter().any(|o| o.0 == "Clip"));
+        let mut seen = Seen(Vec::new());
+        let observed = interp.run_observed(&feeds, &mut seen).expect("run");
+        // Bit-identical outputs with and without fusion.
+        assert_eq!(plain, observed);
+        assert_eq!(plain, profiled);
+        // The observer still sees the Conv output before clamping, and the Clip after it.
+        let names: Vec<&str> = seen.0.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(names, ["x", "dw", "clip", "pw", "r", "y"]);
+        let dw = seen.0[1].1.as_f32().expect("f32");
+        let clip = seen.0[2].1.as_f32().expect("f32");
+        assert!(dw.iter().any(|&v| !(0.0..=0.5).contains(&v)));
+        for (a, b) in dw.iter().zip(clip.iter()) {
+            assert_eq!(a.clamp(0.0, 0.5), *b);
+        }
+    }
 }

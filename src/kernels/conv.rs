@@ -188,6 +188,19 @@ pub fn conv(
     bias: Option<&ArrayViewD<'_, f32>>,
     p: &Conv2dParams,
 ) -> Result<ArrayD<f32>, KernelError> {
+    conv_clamped(x, w, bias, p, Clamp::NONE)
+}
+
+/// [`conv`] followed by the elementwise clamp `act` (a fused Relu or Clip), applied to each
+/// output block while it is still in cache. Bit-identical to running [`conv`] and then the
+/// clamp.
+pub fn conv_clamped(
+    x: &ArrayViewD<'_, f32>,
+    w: &ArrayViewD<'_, f32>,
+    bias: Option<&ArrayViewD<'_, f32>>,
+    p: &Conv2dParams,
+    act: Clamp,
+) -> Result<ArrayD<f32>, KernelError> {
     const OP: &str = "Conv";
     if x.ndim() < 3 || w.ndim() != x.ndim() {
         return Err(shape_err(
@@ -282,13 +295,14 @@ pub fn conv(
         .as_slice()
         .ok_or_else(|| shape_err(OP, "W not contiguous"))?;
     let out_prod = geom.out_prod();
-    let mut out = vec![0f32; n * m * out_prod];
+    // Every element is written below (depthwise rows, or GEMMs that overwrite).
+    let mut out = super::buffer::take(n * m * out_prod);
     if out.is_empty() {
         return to_array(OP, n, m, &out_sp, out);
     }
     let in_img = c * geom.in_prod();
     if cg == 1 && geom.in_sp.len() == 2 {
-        depthwise2d(xd, wd, bias_data.as_deref(), &geom, c, m, &mut out);
+        depthwise2d(xd, wd, bias_data.as_deref(), &geom, c, m, act, &mut out);
     } else {
         out.par_chunks_mut(m * out_prod)
             .enumerate()
@@ -301,6 +315,7 @@ pub fn conv(
                     c,
                     m,
                     g,
+                    act,
                     o,
                 )
             })?;
@@ -330,6 +345,7 @@ fn conv_image(
     c: usize,
     m: usize,
     g: usize,
+    act: Clamp,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let (cg, mg) = (c / g, m / g);
@@ -340,10 +356,11 @@ fn conv_image(
         && geom.strides.iter().all(|&s| s == 1)
         && geom.pb.iter().all(|&p| p == 0)
         && geom.in_sp == geom.out_sp;
+    // im2col writes every element of `col`.
     let mut col = if pointwise {
         Vec::new()
     } else {
-        vec![0f32; kk * out_prod]
+        super::buffer::take(kk * out_prod)
     };
     for gi in 0..g {
         let xg = &x[gi * cg * in_prod..(gi + 1) * cg * in_prod];
@@ -368,9 +385,13 @@ fn conv_image(
         if let Some(bias) = bias {
             for (row, &bv) in og.chunks_mut(out_prod).zip(&bias[gi * mg..(gi + 1) * mg]) {
                 row.iter_mut().for_each(|v| *v += bv);
+                act.apply(row);
             }
+        } else {
+            act.apply(og);
         }
     }
+    super::buffer::recycle(col);
     Ok(())
 }
 
@@ -459,28 +480,126 @@ fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
         });
 }
 
-/// `y[i] += a · x[i]` over the common length; uses AVX2+FMA when the CPU has them (the choice
-/// is fixed per machine, so results stay deterministic).
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the required CPU features were detected at run time.
-            unsafe { axpy_avx2_fma(y, a, x) };
-            return;
+/// An elementwise clamp applied to a kernel's output as it is written (the fused form of a Relu
+/// or Clip that follows the op): `y = x`, then `y = y.max(lo)` if `lo` is set, then
+/// `y = y.min(hi)` if `hi` is set — exactly what the unfused ONNX Relu (`lo = 0`) and Clip
+/// compute, so fusing never changes a result.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Clamp {
+    /// Lower bound (Relu: 0).
+    pub lo: Option<f32>,
+    /// Upper bound.
+    pub hi: Option<f32>,
+}
+
+impl Clamp {
+    /// No clamping.
+    pub const NONE: Clamp = Clamp { lo: None, hi: None };
+
+    /// Whether the clamp changes nothing.
+    pub fn is_none(&self) -> bool {
+        self.lo.is_none() && self.hi.is_none()
+    }
+
+    /// Applies the clamp to every element of `v`.
+    pub fn apply(&self, v: &mut [f32]) {
+        match (self.lo, self.hi) {
+            (None, None) => {}
+            (Some(lo), None) => v.iter_mut().for_each(|x| *x = x.max(lo)),
+            (None, Some(hi)) => v.iter_mut().for_each(|x| *x = x.min(hi)),
+            (Some(lo), Some(hi)) => v.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
         }
     }
-    for (yv, xv) in y.iter_mut().zip(x) {
-        *yv += a * xv;
+}
+
+/// Whether the AVX2+FMA depthwise row kernel can run (fixed per machine, so results stay
+/// deterministic).
+fn have_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One output row of a depthwise convolution: `out[x] = bias + Σ_t w[t] · buf[off[t] + x]`,
+/// taps accumulated in order `t = 0, 1, …` starting from the bias, each tap one fused
+/// multiply-add when `fma` (the AVX2+FMA path and its scalar tail), else a multiply then an add.
+/// Callers guarantee `off[t] + out.len() <= buf.len()` for every tap.
+fn dw_row(out: &mut [f32], buf: &[f32], off: &[usize], w: &[f32], bias: f32, fma: bool) {
+    let n = out.len();
+    assert!(off.len() == w.len() && off.iter().all(|&o| o + n <= buf.len()));
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        // SAFETY: AVX2 and FMA were detected at run time (`have_avx2_fma`), and every tap reads
+        // `buf[off[t]..off[t] + n]`, which the assertion above keeps in bounds.
+        unsafe { dw_row_avx2_fma(out, buf, off, w, bias) };
+        return;
+    }
+    let _ = fma;
+    out.fill(bias);
+    for (&o, &wt) in off.iter().zip(w) {
+        for (y, x) in out.iter_mut().zip(&buf[o..o + n]) {
+            *y += wt * x;
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_avx2_fma(y: &mut [f32], a: f32, x: &[f32]) {
-    for (yv, xv) in y.iter_mut().zip(x) {
-        *yv = a.mul_add(*xv, *yv);
+unsafe fn dw_row_avx2_fma(out: &mut [f32], buf: &[f32], off: &[usize], w: &[f32], bias: f32) {
+    use std::arch::x86_64::*;
+    let n = out.len();
+    let bp = buf.as_ptr();
+    let op = out.as_mut_ptr();
+    let mut x = 0;
+    // SAFETY (whole body): reads stay inside `buf[off[t]..off[t] + n]` and writes inside
+    // `out[..n]` because every vector starts at `x` with `x + width <= n`.
+    unsafe {
+        let vb = _mm256_set1_ps(bias);
+        while x + 32 <= n {
+            let (mut a0, mut a1, mut a2, mut a3) = (vb, vb, vb, vb);
+            for (&o, &wt) in off.iter().zip(w) {
+                let vw = _mm256_set1_ps(wt);
+                let p = bp.add(o + x);
+                a0 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p), a0);
+                a1 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p.add(8)), a1);
+                a2 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p.add(16)), a2);
+                a3 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p.add(24)), a3);
+            }
+            _mm256_storeu_ps(op.add(x), a0);
+            _mm256_storeu_ps(op.add(x + 8), a1);
+            _mm256_storeu_ps(op.add(x + 16), a2);
+            _mm256_storeu_ps(op.add(x + 24), a3);
+            x += 32;
+        }
+        while x + 8 <= n {
+            let mut a0 = vb;
+            for (&o, &wt) in off.iter().zip(w) {
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(wt), _mm256_loadu_ps(bp.add(o + x)), a0);
+            }
+            _mm256_storeu_ps(op.add(x), a0);
+            x += 8;
+        }
+        if x < n {
+            // The last 1–7 columns: masked loads and store touch only lanes `x..n` (inactive
+            // lanes are neither read nor written), with the same per-lane FMA sequence.
+            const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+            let mask = _mm256_loadu_si256(LANES.as_ptr().add(8 - (n - x)).cast::<__m256i>());
+            let mut a0 = vb;
+            for (&o, &wt) in off.iter().zip(w) {
+                let v = _mm256_maskload_ps(bp.add(o + x), mask);
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(wt), v, a0);
+            }
+            _mm256_maskstore_ps(op.add(x), mask, a0);
+        }
     }
 }
 
@@ -489,9 +608,11 @@ unsafe fn axpy_avx2_fma(y: &mut [f32], a: f32, x: &[f32]) {
 ///
 /// Each plane is copied once into a zero-padded buffer split into `stride_h × stride_w` phase
 /// sub-planes (`S[qr][qc][r][c] = padded[qr + stride_h·r][qc + stride_w·c]`). Every kernel tap
-/// then reads one sub-plane at a fixed offset, so it becomes a single contiguous multiply-add
-/// over an output plane whose rows are widened to the sub-plane width (extra columns are
-/// discarded). Taps are accumulated in kernel order.
+/// then reads one sub-plane at a fixed offset, so an output row is a sum of contiguous sub-plane
+/// rows: [`dw_row`] keeps a block of outputs in registers across all taps (AVX2+FMA when the
+/// CPU has them) and writes it once. Taps are accumulated in kernel order starting from the
+/// bias; `act` is applied to each finished row.
+#[allow(clippy::too_many_arguments)]
 fn depthwise2d(
     x: &[f32],
     w: &[f32],
@@ -499,6 +620,7 @@ fn depthwise2d(
     geom: &Geom,
     c: usize,
     m: usize,
+    act: Clamp,
     out: &mut [f32],
 ) {
     let (ih, iw) = (geom.in_sp[0], geom.in_sp[1]);
@@ -512,13 +634,22 @@ fn depthwise2d(
     // Padded extent actually read by the windows, split into phases.
     let ph_rows = (oh - 1) * sh + (kh - 1) * dh + 1;
     let pw_cols = (ow - 1) * sw + (kw - 1) * dw + 1;
-    let sub_rows = ph_rows.div_ceil(sh) + 1; // one spare row absorbs the widened last row
+    let sub_rows = ph_rows.div_ceil(sh);
     let sub_cols = pw_cols.div_ceil(sw);
     let sub_len = sub_rows * sub_cols;
-    let ext_len = oh * sub_cols;
+    // Start of each tap's window (output row 0, column 0) in the phase buffer, kernel order.
+    let mut taps = Vec::with_capacity(kh * kw);
+    for i in 0..kh {
+        let (qr, tr0) = ((i * dh) % sh, (i * dh) / sh);
+        for j in 0..kw {
+            let (qc, tc0) = ((j * dw) % sw, (j * dw) / sw);
+            taps.push((qr * sw + qc) * sub_len + tr0 * sub_cols + tc0);
+        }
+    }
+    let fma = have_avx2_fma();
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || (vec![0f32; sh * sw * sub_len], vec![0f32; ext_len]),
-        |(buf, ext), (plane, o)| {
+        || (vec![0f32; sh * sw * sub_len], vec![0usize; taps.len()]),
+        |(buf, off), (plane, o)| {
             let (ni, mi) = (plane / m, plane % m);
             let ci = mi / mult;
             let xp = &x[(ni * c + ci) * plane_in..(ni * c + ci + 1) * plane_in];
@@ -555,18 +686,13 @@ fn depthwise2d(
                 }
             }
             let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
-            ext.fill(bias.map_or(0.0, |b| b[mi]));
-            for i in 0..kh {
-                let (qr, tr0) = ((i * dh) % sh, (i * dh) / sh);
-                for j in 0..kw {
-                    let (qc, tc0) = ((j * dw) % sw, (j * dw) / sw);
-                    let sub = &buf[(qr * sw + qc) * sub_len..(qr * sw + qc + 1) * sub_len];
-                    let start = tr0 * sub_cols + tc0;
-                    axpy(ext, wk[i * kw + j], &sub[start..start + ext_len]);
-                }
-            }
+            let b = bias.map_or(0.0, |b| b[mi]);
             for (y, orow) in o.chunks_mut(ow).enumerate() {
-                orow.copy_from_slice(&ext[y * sub_cols..y * sub_cols + ow]);
+                for (d, &t) in off.iter_mut().zip(&taps) {
+                    *d = t + y * sub_cols;
+                }
+                dw_row(orow, buf, off, wk, b, fma);
+                act.apply(orow);
             }
         },
     );
@@ -683,7 +809,8 @@ pub fn conv_transpose(
     let rows = mg * geom.k_prod();
     out.par_chunks_mut(m * out_prod).enumerate().try_for_each(
         |(ni, o)| -> Result<(), KernelError> {
-            let mut col = vec![0f32; rows * in_prod];
+            // The GEMM below overwrites every element of `col`.
+            let mut col = super::buffer::take(rows * in_prod);
             for gi in 0..g {
                 let wg = &wd[gi * cg * rows..(gi + 1) * cg * rows];
                 let xg = &xd[(ni * c + gi * cg) * in_prod..(ni * c + (gi + 1) * cg) * in_prod];
@@ -709,6 +836,7 @@ pub fn conv_transpose(
                     &mut o[gi * mg * out_prod..(gi + 1) * mg * out_prod],
                 );
             }
+            super::buffer::recycle(col);
             if let Some(b) = &bias_data {
                 for (row, &bv) in o.chunks_mut(out_prod).zip(b.iter()) {
                     row.iter_mut().for_each(|v| *v += bv);
@@ -721,11 +849,21 @@ pub fn conv_transpose(
 }
 
 /// Scatter-adds `col[(m, k…), i…]` into `out[m, i·s − pb + k·d]`, skipping positions outside.
+/// Output channels are independent and run in parallel; within a channel the kernel taps are
+/// added in order, so the result does not depend on the thread count.
 fn col2im(col: &[f32], geom: &Geom, out: &mut [f32]) {
-    let d = geom.in_sp.len();
     let kp = geom.k_prod();
     let in_prod = geom.in_prod();
     let out_prod = geom.out_prod();
+    out.par_chunks_mut(out_prod)
+        .zip(col.par_chunks(kp * in_prod))
+        .for_each(|(dst, src)| col2im_channel(src, geom, dst));
+}
+
+/// [`col2im`] for one output channel: `col` holds its `∏k` rows.
+fn col2im_channel(col: &[f32], geom: &Geom, dst: &mut [f32]) {
+    let d = geom.in_sp.len();
+    let in_prod = geom.in_prod();
     let mut out_str = vec![1usize; d];
     for i in (0..d.saturating_sub(1)).rev() {
         out_str[i] = out_str[i + 1] * geom.out_sp[i + 1];
@@ -737,13 +875,11 @@ fn col2im(col: &[f32], geom: &Geom, out: &mut [f32]) {
     let mut kidx = vec![0usize; d];
     let mut iidx = vec![0usize; d.saturating_sub(1)];
     for (row, src) in col.chunks(in_prod).enumerate() {
-        let mi = row / kp;
-        let mut rem = row % kp;
+        let mut rem = row;
         for i in (0..d).rev() {
             kidx[i] = rem % geom.k_sp[i];
             rem /= geom.k_sp[i];
         }
-        let dst = &mut out[mi * out_prod..(mi + 1) * out_prod];
         iidx.iter_mut().for_each(|v| *v = 0);
         for op in 0..outer {
             let mut base = 0isize;
@@ -760,11 +896,10 @@ fn col2im(col: &[f32], geom: &Geom, out: &mut [f32]) {
             if inside {
                 let off = (kidx[d - 1] * geom.dil[d - 1]) as isize - geom.pb[d - 1] as isize;
                 let seg = &src[op * il..(op + 1) * il];
-                for (t, &v) in seg.iter().enumerate() {
-                    let oc = (t * sl) as isize + off;
-                    if oc >= 0 && (oc as usize) < ol {
-                        dst[(base + oc) as usize] += v;
-                    }
+                // Input positions t whose output column t·s + off lies in [0, ol).
+                let (lo, hi) = valid_range(il, sl, off, ol);
+                for (t, &v) in seg.iter().enumerate().take(hi).skip(lo) {
+                    dst[(base + (t * sl) as isize + off) as usize] += v;
                 }
             }
             for i in (0..d - 1).rev() {
@@ -845,6 +980,32 @@ mod tests {
             *v = s as f32;
         }
         y
+    }
+
+    /// The AVX2 row kernel (32/8-wide blocks and masked tail) equals a scalar fused
+    /// multiply-add in tap order, bit for bit, for every width.
+    #[test]
+    fn depthwise_row_kernel_matches_scalar_fma() {
+        if !have_avx2_fma() {
+            return;
+        }
+        let buf: Vec<f32> = (0..400)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let w = [0.3f32, -1.7, 2.25, 0.001, -0.5];
+        for n in 1..=75 {
+            let off = [0usize, 3, 80, 150, 400 - n];
+            let mut got = vec![f32::NAN; n + 3];
+            dw_row(&mut got[..n], &buf, &off, &w, 0.125, true);
+            for x in 0..n {
+                let mut a = 0.125f32;
+                for (&o, &wt) in off.iter().zip(&w) {
+                    a = wt.mul_add(buf[o + x], a);
+                }
+                assert_eq!(got[x].to_bits(), a.to_bits(), "width {n}, column {x}");
+            }
+            assert!(got[n..].iter().all(|v| v.is_nan()), "wrote past the row");
+        }
     }
 
     #[test]

@@ -257,7 +257,8 @@ pub fn matmul(
         .as_slice()
         .ok_or_else(|| shape_err("MatMul", "operand B not contiguous"))?;
     let nb: usize = batch.iter().product();
-    let mut out = vec![0f32; nb * m * n];
+    // Every element is overwritten by the products below (`sgemm` without accumulation).
+    let mut out = super::buffer::take(nb * m * n);
     if br == 2 && m * n > 0 {
         // B is shared by every batch element: one product with the batch folded into rows.
         sgemm(
@@ -418,6 +419,36 @@ mod tests {
     use super::*;
     use crate::kernels::testutil::{assert_close, rand_array};
     use ndarray::{array, Array2};
+
+    /// Output buffers from `kernels::buffer` hold stale values: without accumulation `sgemm`
+    /// must never read them (NaN garbage would otherwise leak into the result).
+    #[test]
+    fn sgemm_ignores_stale_destination() {
+        for &(m, k, n) in &[(1, 7, 33), (33, 7, 1), (1, 1, 1), (5, 0, 3), (40, 64, 300)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
+            let mut zero = vec![0f32; m * n];
+            let mut stale = vec![f32::NAN; m * n];
+            for c in [&mut zero, &mut stale] {
+                sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    MatRef::row_major(&a, k),
+                    MatRef::row_major(&b, n),
+                    c,
+                    n,
+                    false,
+                )
+                .expect("sgemm");
+            }
+            assert!(zero
+                .iter()
+                .zip(&stale)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
 
     fn naive(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
         let (m, k) = a.dim();

@@ -7,6 +7,8 @@
 //! the way work is split depends only on the shapes, never on the number of threads.
 //!
 //! Index of kernels (module — function — ONNX operator):
+//! - [`buffer`] — per-thread recycling of large output buffers ([`buffer::take`],
+//!   [`buffer::recycle`]), so big tensors do not page-fault on every op.
 //! - [`conv`] — [`conv::conv`] (Conv, N-d: 1-D/2-D/3-D…, groups, strides, dilations, pads, bias;
 //!   im2col + GEMM, 1×1 fast path, dedicated depthwise 2-D kernel),
 //!   [`conv::conv_transpose`] (ConvTranspose; `output_shape` is resolved to pads by the caller),
@@ -32,6 +34,7 @@
 //! - [`einsum`] — [`einsum::einsum`] (Einsum: explicit/implicit output, ellipsis, repeated
 //!   indices (diagonals), summed-out indices; evaluated pairwise via batched GEMM).
 
+pub mod buffer;
 pub mod conv;
 pub mod einsum;
 pub mod elementwise;

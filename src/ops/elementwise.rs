@@ -158,22 +158,7 @@ impl Op for UnaryOp {
         let x = input(&self.name, inputs, 0)?;
         let mut f = self.f;
         if self.clip_inputs {
-            let scalar = |i: usize| -> Result<Option<f32>, OpError> {
-                match inputs.get(i).copied().flatten() {
-                    None => Ok(None),
-                    Some(t) => {
-                        let v = t.to_f64_vec()?;
-                        if v.len() != 1 {
-                            return Err(eval_err(
-                                "Clip",
-                                format!("min/max must be scalars, got shape {:?}", t.shape()),
-                            ));
-                        }
-                        Ok(Some(v[0] as f32))
-                    }
-                }
-            };
-            f = Unary::Clip(scalar(1)?, scalar(2)?);
+            f = clip_from_inputs(inputs)?;
         }
         // Integer inputs for the ops that accept them.
         match (x, f) {
@@ -227,10 +212,32 @@ impl Op for UnaryOp {
         Ok(vec![Tensor::F32(out)])
     }
 
+    fn as_clamp(&self, consts: &[Option<&Tensor>]) -> Option<crate::kernels::conv::Clamp> {
+        use crate::kernels::conv::Clamp;
+        let f = if self.clip_inputs {
+            clip_from_inputs(consts).ok()?
+        } else {
+            self.f
+        };
+        match f {
+            Unary::Relu => Some(Clamp {
+                lo: Some(0.0),
+                hi: None,
+            }),
+            Unary::Clip(lo, hi) => Some(Clamp { lo, hi }),
+            _ => None,
+        }
+    }
+
     fn eval_owned(&self, first: Tensor, rest: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         match first {
-            Tensor::F32(mut a) if !self.clip_inputs => {
-                unary_in_place(self.f, &mut a);
+            Tensor::F32(mut a) => {
+                let f = if self.clip_inputs {
+                    clip_from_inputs(rest)?
+                } else {
+                    self.f
+                };
+                unary_in_place(f, &mut a);
                 Ok(vec![Tensor::F32(a)])
             }
             other => {
@@ -240,6 +247,26 @@ impl Op for UnaryOp {
             }
         }
     }
+}
+
+/// Clip bounds at opset >= 11, read from the optional scalar inputs 1 (min) and 2 (max).
+fn clip_from_inputs(inputs: &[Option<&Tensor>]) -> Result<Unary, OpError> {
+    let scalar = |i: usize| -> Result<Option<f32>, OpError> {
+        match inputs.get(i).copied().flatten() {
+            None => Ok(None),
+            Some(t) => {
+                let v = t.to_f64_vec()?;
+                if v.len() != 1 {
+                    return Err(eval_err(
+                        "Clip",
+                        format!("min/max must be scalars, got shape {:?}", t.shape()),
+                    ));
+                }
+                Ok(Some(v[0] as f32))
+            }
+        }
+    };
+    Ok(Unary::Clip(scalar(1)?, scalar(2)?))
 }
 
 /// Elements per parallel task in elementwise loops. Every element is computed independently,
@@ -273,7 +300,14 @@ fn unary_in_place(f: Unary, a: &mut ArrayD<f32>) {
         Unary::Abs => map_in_place(a, |x| Unary::Abs.apply(x)),
         Unary::Floor => map_in_place(a, |x| Unary::Floor.apply(x)),
         Unary::Ceil => map_in_place(a, |x| Unary::Ceil.apply(x)),
-        Unary::Erf => map_in_place(a, |x| Unary::Erf.apply(x)),
+        Unary::Erf => match a.as_slice_mut() {
+            Some(s) => {
+                use rayon::prelude::*;
+                s.par_chunks_mut(PAR_CHUNK)
+                    .for_each(crate::kernels::elementwise::erf_in_place)
+            }
+            None => a.map_inplace(|v| *v = Unary::Erf.apply(*v)),
+        },
         Unary::Softplus => map_in_place(a, |x| Unary::Softplus.apply(x)),
         Unary::LeakyRelu(p) => map_in_place(a, |x| Unary::LeakyRelu(p).apply(x)),
         Unary::HardSigmoid(p, q) => map_in_place(a, |x| Unary::HardSigmoid(p, q).apply(x)),

@@ -64,6 +64,20 @@ pub trait Op: Send + Sync + std::fmt::Debug {
         self.eval(&ins)
     }
 
+    /// This op with the elementwise clamp `act` applied to its (single, float) output as it is
+    /// produced, computing exactly `act` of [`Op::eval`]'s result; `None` when the op has no
+    /// fused form. The interpreter uses it to fold a following Relu/Clip into a Conv.
+    fn with_clamp(&self, _act: crate::kernels::conv::Clamp) -> Option<Box<dyn Op>> {
+        None
+    }
+
+    /// The clamp this op computes when it is a float Relu or Clip whose inputs after the first
+    /// are the given constants (`None` entries: omitted inputs); `None` for any other op or when
+    /// the bounds cannot be read.
+    fn as_clamp(&self, _consts: &[Option<&Tensor>]) -> Option<crate::kernels::conv::Clamp> {
+        None
+    }
+
     /// Multiply-accumulate count for the given input shapes (0 when not a MAC op).
     fn macs(&self, _inputs: &[Option<&[usize]>], _outputs: &[&[usize]]) -> u64 {
         0

@@ -122,6 +122,8 @@ impl Window {
 struct Conv {
     win: Window,
     group: usize,
+    /// Fused activation (a following Relu/Clip folded in by the interpreter).
+    act: kernels::conv::Clamp,
 }
 
 impl Op for Conv {
@@ -161,12 +163,24 @@ impl Op for Conv {
             groups: self.group,
         };
         let bv = b.as_ref().map(|b| b.view());
-        Ok(vec![Tensor::F32(kernels::conv::conv(
+        Ok(vec![Tensor::F32(kernels::conv::conv_clamped(
             &x.view(),
             &w.view(),
             bv.as_ref(),
             &p,
+            self.act,
         )?)])
+    }
+
+    fn with_clamp(&self, act: kernels::conv::Clamp) -> Option<Box<dyn Op>> {
+        if !self.act.is_none() {
+            return None;
+        }
+        Some(Box::new(Conv {
+            win: self.win.clone(),
+            group: self.group,
+            act,
+        }))
     }
 
     fn macs(&self, inputs: &[Option<&[usize]>], outputs: &[&[usize]]) -> u64 {
@@ -616,6 +630,7 @@ pub fn build(op: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>, OpError> {
             Box::new(Conv {
                 win: Window::read(a)?,
                 group: group as usize,
+                act: kernels::conv::Clamp::NONE,
             })
         }
         "ConvTranspose" => {

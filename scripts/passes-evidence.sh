@@ -10,6 +10,7 @@
 #                        reused (delete the directory or set FORCE=1 to rerun)
 #   ONLY="w1 w2 w3"      workloads to run
 #   SETS="w2-int-w4a8 …" only these settings (default: all of the selected workloads)
+#   TECHS="gptq bias …"  only these techniques (round-to-nearest and its seeds always run)
 #   FULL=1               also the settings/techniques too slow for the shared machine
 #   W2_N, W3_N, W3_EVAL  calibration / evaluation sample counts of the reduced settings
 # Needs the cached workloads: bash scripts/prepare-test-data.sh
@@ -31,6 +32,8 @@ run() {
   local id=$1 model=$2 calib=$3 eval=$4 n=$5 w=$6 a=$7 fl=$8 passes=$9 seed=${10}
   shift 10
   if [ -f "$OUT/$id.json" ] && [ -z "${FORCE:-}" ]; then return 0; fi
+  # several invocations can share OUT (e.g. one per setting): a run in progress is skipped
+  mkdir "$OUT/$id.lock" 2>/dev/null || { echo "== $id: running elsewhere, skipped" >&2; return 0; }
   local flargs=()
   [ "$fl" != "-" ] && flargs=(--first-last "$fl")
   # keep only the --pass-option flags of passes in this run (options for other passes are errors)
@@ -53,12 +56,14 @@ run() {
       --seed "$seed" --report "$OUT/$id.json.tmp" "${extra[@]}" >"$OUT/$id.out" 2>"$OUT/$id.log"; then
     echo "error: run $id failed, see $OUT/$id.log" >&2
     tail -5 "$OUT/$id.log" >&2
+    rmdir "$OUT/$id.lock"
     return 1
   fi
   # load average (1 min) at the start and the end of the run, shown next to the wall times
   echo "$load0 $(cut -d' ' -f1 /proc/loadavg)" >"$OUT/$id.load"
   mv "$OUT/$id.json.tmp" "$OUT/$id.json"
   rm -f "$OUT/$id.onnx"
+  rmdir "$OUT/$id.lock"
 }
 
 # techniques: name -> pass list (fold-batch-norm always first; it is part of round-to-nearest)
@@ -85,6 +90,7 @@ grid() {
     run "$wl-$set-rtn-seed$s" "$model" "$calib" "$eval" "$n" "$w" "$a" "$fl" "${TECH[rtn]}" "$s" "$@"
   done
   for t in $techs; do
+    if [ -n "${TECHS:-}" ] && [[ " $TECHS " != *" $t "* ]]; then continue; fi
     run "$wl-$set-$t" "$model" "$calib" "$eval" "$n" "$w" "$a" "$fl" "${TECH[$t]}" 0 "$@"
   done
 }

@@ -13,6 +13,8 @@
 #   TECHS="gptq bias …"  only these techniques (round-to-nearest and its seeds always run)
 #   FULL=1               also the settings/techniques too slow for the shared machine
 #   W2_N, W3_N, W3_EVAL  calibration / evaluation sample counts of the reduced settings
+#   DRY=1                run nothing, only regenerate the report from the finished runs (runs
+#                        of the selected configuration that are missing are listed as such)
 # Needs the cached workloads: bash scripts/prepare-test-data.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ run() {
   local id=$1 model=$2 calib=$3 eval=$4 n=$5 w=$6 a=$7 fl=$8 passes=$9 seed=${10}
   shift 10
   if [ -f "$OUT/$id.json" ] && [ -z "${FORCE:-}" ]; then return 0; fi
+  [ -n "${DRY:-}" ] && return 0
   # several invocations can share OUT (e.g. one per setting): a run in progress is skipped
   mkdir "$OUT/$id.lock" 2>/dev/null || { echo "== $id: running elsewhere, skipped" >&2; return 0; }
   local flargs=()
@@ -84,6 +87,10 @@ grid() {
   local wl=$1 set=$2 model=$3 calib=$4 eval=$5 n=$6 w=$7 a=$8 fl=$9 techs=${10}
   shift 10
   if [ -n "${SETS:-}" ] && [[ " $SETS " != *" $wl-$set "* ]]; then return 0; fi
+  # the configured techniques of this setting, for the report's list of missing runs
+  local have=""
+  [ -f "$OUT/plan-$wl-$set" ] && have=$(cat "$OUT/plan-$wl-$set")
+  echo "$have rtn $techs" | tr ' ' '\n' | sed '/^$/d' | sort -u | tr '\n' ' ' >"$OUT/plan-$wl-$set"
   # round-to-nearest and its calibration-seed noise first, then the techniques
   run "$wl-$set-rtn" "$model" "$calib" "$eval" "$n" "$w" "$a" "$fl" "${TECH[rtn]}" 0 "$@"
   for s in 1 2; do
@@ -217,7 +224,7 @@ for wl in ["w1", "w2", "w3"]:
         rec = rtn["recipe"]
         fl = rec.get("first_last") or "same"
         e = ev(rtn)
-        fl_txt = f"float top-1 {100*e['float_top1']:.2f} %" if e.get("float_top1") is not None else ""
+        fl_txt = f"float top-1 {100*e['float_top1']:.2f} %" if e.get("float_top1") is not None and wl != "w3" else ""
         ncal = rtn.get("calib_samples")
         nev = e.get("samples")
         lines += [f"### {s}: weights {rec['weights']}, activations {rec['acts']}, first/last {fl}, calibration {ncal} / evaluation {nev} {UNIT[wl]}  {('(' + fl_txt + ')') if fl_txt else ''}", "", HEAD[wl]]
@@ -239,6 +246,12 @@ for wl in ["w1", "w2", "w3"]:
             k = f"{wl}-{s}-rtn-seed{sd}"
             if k in R:
                 lines.append("| " + " | ".join([f"RTN, calibration seed {sd}"] + cells(wl, R[k]) + [f"{ev(R[k])['output_sqnr_db']-base:+.2f}"]) + " |")
+        plan = os.path.join(out, f"plan-{wl}-{s}")
+        if os.path.exists(plan):
+            miss = [NAMES[t] for t in ORDER if t in open(plan).read().split() and f"{wl}-{s}-{t}" not in R]
+            miss += [f"RTN seed {sd}" for sd in (1, 2) if f"{wl}-{s}-rtn-seed{sd}" not in R]
+            if miss:
+                lines += ["", "Configured but not finished on the shared machine before this report was generated: " + ", ".join(miss) + "."]
         lines += ["", f"Noise (RTN SQNR spread over {len(noise)} calibration subsets): {spread:.2f} dB; threshold max(noise, {FLOOR} dB) = {thr:.2f} dB. ✓ = better than RTN by more than the threshold, ✗ = worse by more, ≈ = within it.", ""]
 
 # per-pass wall time on W2 (64 calibration samples)

@@ -7,6 +7,14 @@
 //! regulariser; V starts where `h(V)` equals the fractional position of w, and Adam updates it.
 //! At the end each element takes `hi` when `h(V) ≥ 0.5`.
 //!
+//! Normalisation: the two terms are made dimensionless so that one λ means the same on every
+//! layer, whatever the magnitudes of its weights and inputs and its size. The reconstruction
+//! term is divided by the round-to-nearest reconstruction loss `R₀` of the same layer (it starts
+//! at 1), the regulariser is averaged over the elements (it lies in `[0, 1]`):
+//! `loss = rec/R₀ + λ·mean(1 − |2h − 1|^β)`. Without this (the raw sum of the AdaRound paper),
+//! λ = 0.01 outweighed the reconstruction gradient by orders of magnitude on layers with small
+//! weights (W1's) and the learned rounding collapsed back to round-to-nearest.
+//!
 //! The reconstruction term `(1/n)·Σ_rows ‖(W̃ − W) x‖²` equals `tr(E H Eᵀ)` with `E = W̃ − W` and
 //! `H = XᵀX / n`, so the core takes the layer's input second-moment matrix (the same statistic
 //! GPTQ accumulates, see [`super::gptq::HessianAccumulator`]; any positive multiple works with a
@@ -132,6 +140,19 @@ pub fn adaround(
             lo[[r, c]]
         }
     });
+    // normalisers (see the module docs): R₀ = round-to-nearest reconstruction loss, N elements
+    let r0 = recon_loss(&nearest, w, &hf);
+    if !(r0.is_finite() && r0 > 0.0) {
+        // nothing to reconstruct (all elements on the grid, or no input energy): keep nearest
+        return Ok(AdaRoundResult {
+            loss_nearest: r0,
+            loss_learned: r0,
+            weight: nearest,
+            flipped: 0,
+        });
+    }
+    let rec_scale = (1.0 / r0) as f32;
+    let reg_scale = opts.lambda / (o * k) as f32;
     let mut m = Array2::<f32>::zeros((o, k));
     let mut s2 = Array2::<f32>::zeros((o, k));
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
@@ -146,8 +167,8 @@ pub fn adaround(
         let hv = v.mapv(rect_sigmoid);
         let soft = lo + &(&hv * &span);
         let e = &soft - &w;
-        // d rec / d soft = 2 E H
-        let mut grad = e.dot(&hf) * 2.0;
+        // d (rec/R₀) / d soft = 2 E H / R₀
+        let mut grad = e.dot(&hf) * (2.0 * rec_scale);
         if t >= warm && opts.lambda > 0.0 {
             let rel = (t - warm) as f32 / (iters - warm).max(1) as f32;
             let beta = BETA_END + (BETA_START - BETA_END) * (1.0 - rel).max(0.0);
@@ -156,7 +177,7 @@ pub fn adaround(
                 .and(&span)
                 .for_each(|g, &hh, &d| {
                     let u = 2.0 * hh - 1.0;
-                    let dreg = -opts.lambda * beta * u.abs().powf(beta - 1.0) * u.signum() * 2.0;
+                    let dreg = -reg_scale * beta * u.abs().powf(beta - 1.0) * u.signum() * 2.0;
                     // the regulariser is on h, not on the soft weight: divide out d soft/dh
                     if d > 0.0 {
                         *g += dreg / d;
@@ -413,6 +434,48 @@ mod tests {
             eprintln!("adaround layer {op}: nearest {e_near:.4} learned {e_ada:.4}");
             assert!(e_ada < e_near, "{op}: {e_ada} vs {e_near}");
         }
+    }
+
+    /// The normalised loss makes λ scale-free: scaling the weights by 2⁻⁶ (grid and scales with
+    /// them) and the input second moments by 2¹⁰ gives exactly the same rounding decisions, and
+    /// learned rounding still beats nearest at weight magnitudes like W1's (|w| ≈ 0.05), where
+    /// the unnormalised λ = 0.01 regulariser used to pin every element to nearest.
+    #[test]
+    fn adaround_is_scale_invariant() {
+        let f: Format = "int4".parse().expect("format");
+        let (n, k, o) = (256, 32, 12);
+        let x = inputs(n, k, 7);
+        let w = Array2::from_shape_vec((o, k), randn(o * k, 8)).expect("shape");
+        let maxv = f.max_value() as f32;
+        let scales_of = |w: &Array2<f32>| -> Vec<f32> {
+            w.rows()
+                .into_iter()
+                .map(|r| r.iter().fold(0f32, |a, v| a.max(v.abs())) / maxv)
+                .collect()
+        };
+        let h = x.t().dot(&x).mapv(|v| f64::from(v) / n as f64);
+        let opts = AdaRoundOptions {
+            iterations: 300,
+            progress: false,
+            ..AdaRoundOptions::default()
+        };
+        let run = |w: &Array2<f32>, h: &Array2<f64>| {
+            let sc = scales_of(w);
+            let (lo, hi) = grid_neighbours(w.view(), &f, &sc).expect("grid");
+            adaround(w.view(), h, &lo, &hi, &opts).expect("adaround")
+        };
+        let (c, d) = (2f32.powi(-6), 1024f64);
+        let a = run(&w, &h);
+        let ws = w.mapv(|v| v * c);
+        let b = run(&ws, &h.mapv(|v| v * d));
+        assert_eq!(a.weight.mapv(|v| v * c), b.weight);
+        assert!(a.flipped > 0);
+        assert!(
+            b.loss_learned < 0.8 * b.loss_nearest,
+            "small weights: learned {} vs nearest {}",
+            b.loss_learned,
+            b.loss_nearest
+        );
     }
 
     #[test]

@@ -642,6 +642,17 @@ pub fn round_weights(
 /// `correct-bias`: layer by layer in graph order, `b += E[y_float] − E[y_quant]` per output
 /// channel over the calibration set, where `y_quant` comes from the quantized network with
 /// every earlier correction applied (the float means come from `float_ref` in one pass).
+///
+/// The quantized network is materialized once and run incrementally, node by node in
+/// topological order, over all correction samples at once (their live activations are held in
+/// memory, one entry per batch of `recipe.batch_size`): when a corrected layer's output has
+/// been computed, its mean gives the correction, the correction is written into `m`, and the
+/// stored output is shifted by it, so every later layer sees the corrected network upstream.
+/// This is what re-materializing and re-running the whole network after every layer computes
+/// (activation quantizers are calibrated before the pass and fixed, so they do not depend on
+/// the biases) at the cost of one forward pass instead of one per layer. The shift equals the
+/// re-materialized output up to float rounding, and with int32 biases up to the bias's own
+/// rounding (`s_w·s_a / 2`).
 pub fn correct_bias(
     m: &mut Model,
     float_ref: &Model,
@@ -664,72 +675,193 @@ pub fn correct_bias(
             ts.push((l.name.clone(), m.graph.value(pl.output).name.clone()));
         }
     }
-    let mean_of = |model: &Model,
-                   outs: &[&str],
-                   what: &str|
-     -> Result<BTreeMap<String, ChannelMean>, QuantizeError> {
-        let ids: Vec<(ValueId, String)> = outs
+    // float means in one streamed pass
+    let mut float_means: BTreeMap<String, ChannelMean> = BTreeMap::new();
+    {
+        let g = &float_ref.graph;
+        let ids: Vec<(ValueId, String)> = ts
             .iter()
-            .filter_map(|n| model.graph.find_value(n).map(|v| (v, n.to_string())))
-            .collect();
-        let node_of: HashMap<ValueId, NodeId> = ids
-            .iter()
-            .filter_map(|(v, _)| model.graph.producer(*v).map(|p| (*v, p.0)))
+            .filter_map(|(_, out)| g.find_value(out).map(|v| (v, out.clone())))
             .collect();
         let names: HashMap<ValueId, String> = ids.iter().cloned().collect();
-        let mut means: BTreeMap<String, ChannelMean> = BTreeMap::new();
         let want: Vec<ValueId> = ids.iter().map(|x| x.0).collect();
-        stream(model, calib, recipe.batch_size, &want, what, &mut |v, a| {
-            let name = names.get(&v).cloned().unwrap_or_default();
-            let axis = node_of
-                .get(&v)
-                .and_then(|&n| output_channel_axis(&model.graph, n, a.ndim()))
-                .unwrap_or(1);
-            let e = means.entry(name).or_insert_with(|| {
-                ChannelMean::new(a.shape().get(axis).copied().unwrap_or(1), axis)
-            });
-            e.update(&a.view())?;
-            Ok(())
-        })?;
-        Ok(means)
-    };
-    let all: Vec<&str> = ts.iter().map(|t| t.1.as_str()).collect();
-    let float_means = mean_of(float_ref, &all, "correct-bias float means")?;
+        stream(
+            float_ref,
+            calib,
+            recipe.batch_size,
+            &want,
+            "correct-bias float means",
+            &mut |v, a| {
+                let name = names.get(&v).cloned().unwrap_or_default();
+                let axis = g
+                    .producer(v)
+                    .and_then(|(n, _)| output_channel_axis(g, n, a.ndim()))
+                    .unwrap_or(1);
+                let e = means_entry(&mut float_means, name, a, axis);
+                e.update(&a.view())?;
+                Ok(())
+            },
+        )?;
+    }
+    // the quantized network, materialized once
+    let sim = quantize_with_fixed(m, recipe, set, fixed)?.sim;
+    let sg = &sim.graph;
+    let order = sg.topo_order().map_err(model_err)?;
+    let ops: Vec<Box<dyn crate::ops::Op>> = order
+        .iter()
+        .map(|&n| crate::interp::build_op(&sim, n).map_err(model_err))
+        .collect::<Result<_, _>>()?;
+    // last step reading each value (values that are graph outputs or constants are kept)
+    let mut last: Vec<Option<usize>> = vec![None; sg.value_count()];
+    for (i, &n) in order.iter().enumerate() {
+        for v in sg.node(n).inputs.iter().flatten() {
+            last[v.index()] = Some(i);
+        }
+    }
+    let keep: HashSet<ValueId> = sg
+        .outputs
+        .iter()
+        .copied()
+        .chain(sg.value_ids().filter(|&v| sg.value(v).constant.is_some()))
+        .collect();
+    // corrected layers by the (sim) value of their output
+    let targets: HashMap<ValueId, usize> = ts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, out))| sg.find_value(out).map(|v| (v, i)))
+        .collect();
+    // one value table per batch, with constants and the batch's inputs
+    let consts: Vec<(ValueId, std::sync::Arc<Tensor>)> = sg
+        .value_ids()
+        .filter(|&v| sg.producer(v).is_none())
+        .filter_map(|v| sg.value(v).constant.clone().map(|c| (v, c)))
+        .collect();
+    let mut chunks: Vec<Vec<Option<std::sync::Arc<Tensor>>>> = Vec::new();
+    for b in calib.batches(recipe.batch_size.max(1)).map_err(eval_err)? {
+        let b = b.map_err(eval_err)?;
+        let mut vals: Vec<Option<std::sync::Arc<Tensor>>> = vec![None; sg.value_count()];
+        for (v, c) in &consts {
+            vals[v.index()] = Some(c.clone());
+        }
+        for (name, a) in b.inputs {
+            let v = sg
+                .inputs
+                .iter()
+                .copied()
+                .find(|&v| sg.value(v).name == name)
+                .ok_or_else(|| model_err(format!("'{name}' is not an input of the model")))?;
+            vals[v.index()] = Some(std::sync::Arc::new(Tensor::F32(a)));
+        }
+        chunks.push(vals);
+    }
     let mut lines = Vec::new();
     let mut max_shift = 0f32;
-    for (name, out) in &ts {
-        let Some(fm) = float_means.get(out) else {
-            continue;
-        };
-        let res = quantize_with_fixed(m, recipe, set, fixed)?;
-        let qm = mean_of(&res.sim, &[out.as_str()], "correct-bias")?;
-        let Some(qm) = qm.get(out) else {
-            continue;
-        };
-        let Some(node) = m
-            .graph
-            .node_ids()
-            .into_iter()
-            .find(|&n| m.graph.node(n).name == *name)
-        else {
-            continue;
-        };
-        let d = super::bias::correct_bias(&mut m.graph, node, &fm.mean(), &qm.mean())?;
-        let big = d.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let mean_abs = d.iter().map(|v| v.abs()).sum::<f32>() / d.len().max(1) as f32;
-        max_shift = max_shift.max(big);
-        lines.push(format!(
-            "correct-bias: {name}: {} channels, mean |delta b| {mean_abs:.3e}, max {big:.3e}",
-            d.len()
-        ));
+    let mut done = 0usize;
+    let pb = crate::util::progress::bar(order.len() as u64, "correct-bias");
+    for (i, (&n, op)) in order.iter().zip(&ops).enumerate() {
+        let node = sg.node(n);
+        for vals in chunks.iter_mut() {
+            let ins: Vec<Option<&Tensor>> = node
+                .inputs
+                .iter()
+                .map(|x| x.and_then(|v| vals[v.index()].as_deref()))
+                .collect();
+            let outs = op
+                .eval(&ins)
+                .map_err(|e| model_err(format!("{}: {e}", node.label())))?;
+            for (slot, t) in node.outputs.iter().zip(outs) {
+                if let Some(v) = slot {
+                    vals[v.index()] = Some(std::sync::Arc::new(t));
+                }
+            }
+        }
+        for v in node.outputs.iter().flatten() {
+            let Some(&ti) = targets.get(v) else {
+                continue;
+            };
+            let (name, out) = &ts[ti];
+            let Some(fm) = float_means.get(out) else {
+                continue;
+            };
+            let Some(mnode) = m
+                .graph
+                .node_ids()
+                .into_iter()
+                .find(|&x| m.graph.node(x).name == *name)
+            else {
+                continue;
+            };
+            // quantized mean over every batch
+            let mut qm: Option<ChannelMean> = None;
+            let mut axis = 1;
+            for vals in &chunks {
+                let Some(Tensor::F32(a)) = vals[v.index()].as_deref() else {
+                    return Err(model_err(format!("output {out} of {name} is not f32")));
+                };
+                axis = output_channel_axis(&m.graph, mnode, a.ndim()).unwrap_or(1);
+                let e = qm.get_or_insert_with(|| {
+                    ChannelMean::new(a.shape().get(axis).copied().unwrap_or(1), axis)
+                });
+                e.update(&a.view())?;
+            }
+            let Some(qm) = qm else {
+                continue;
+            };
+            let d = super::bias::correct_bias(&mut m.graph, mnode, &fm.mean(), &qm.mean())?;
+            // the corrected network's output of this layer
+            for vals in chunks.iter_mut() {
+                if let Some(Tensor::F32(a)) = vals[v.index()].as_deref() {
+                    let mut a = a.clone();
+                    for (c, mut lane) in a.axis_iter_mut(Axis(axis)).enumerate() {
+                        let dc = d.get(c).copied().unwrap_or(0.0);
+                        lane.mapv_inplace(|x| x + dc);
+                    }
+                    vals[v.index()] = Some(std::sync::Arc::new(Tensor::F32(a)));
+                }
+            }
+            let big = d.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let mean_abs = d.iter().map(|v| v.abs()).sum::<f32>() / d.len().max(1) as f32;
+            max_shift = max_shift.max(big);
+            done += 1;
+            lines.push(format!(
+                "correct-bias: {name}: {} channels, mean |delta b| {mean_abs:.3e}, max {big:.3e}",
+                d.len()
+            ));
+        }
+        // free values this step read for the last time, and outputs nothing reads
+        let unread = node
+            .outputs
+            .iter()
+            .flatten()
+            .filter(|v| last[v.index()].is_none());
+        for v in node.inputs.iter().flatten().chain(unread) {
+            if last[v.index()].is_none_or(|l| l == i) && !keep.contains(v) {
+                for vals in chunks.iter_mut() {
+                    vals[v.index()] = None;
+                }
+            }
+        }
+        pb.inc(1);
     }
+    pb.finish_and_clear();
     lines.insert(
         0,
         format!(
-            "correct-bias: {} layers corrected on {} samples (largest change {max_shift:.3e})",
+            "correct-bias: {done} of {} layers corrected on {} samples (largest change {max_shift:.3e})",
             ts.len(),
             calib.len()
         ),
     );
     Ok(lines)
+}
+
+fn means_entry<'a>(
+    means: &'a mut BTreeMap<String, ChannelMean>,
+    name: String,
+    a: &ArrayD<f32>,
+    axis: usize,
+) -> &'a mut ChannelMean {
+    means
+        .entry(name)
+        .or_insert_with(|| ChannelMean::new(a.shape().get(axis).copied().unwrap_or(1), axis))
 }

@@ -377,37 +377,50 @@ pub fn conv_im2col_rows(
         }
         v
     };
+    // Input offset (within one channel plane) of every (output position, kernel position),
+    // `usize::MAX` where the tap falls into the zero padding: computed once, shared by all
+    // groups, samples and channels.
+    let kidx: Vec<Vec<usize>> = (0..nk).map(|k| unravel(k, kernel)).collect();
+    let mut taps = vec![usize::MAX; nout * nk];
+    for o in 0..nout {
+        let oi = unravel(o, &out);
+        for (k, ki) in kidx.iter().enumerate() {
+            let mut off = 0usize;
+            let mut inside = true;
+            for d in 0..r {
+                let pos = (oi[d] * p.strides[d] + ki[d] * p.dilations[d]) as isize
+                    - p.pads_begin[d] as isize;
+                if pos < 0 || pos as usize >= sp[d] {
+                    inside = false;
+                    break;
+                }
+                off += pos as usize * sstride[d];
+            }
+            if inside {
+                taps[o * nk + k] = off;
+            }
+        }
+    }
+    let cols = cg * nk;
     let mut groups = Vec::with_capacity(p.groups);
     for gi in 0..p.groups {
-        let mut m = Array2::<f32>::zeros((nb * nout, cg * nk));
+        let mut data = vec![0f32; nb * nout * cols];
         for b in 0..nb {
-            for o in 0..nout {
-                let oi = unravel(o, &out);
-                let row = b * nout + o;
-                for k in 0..nk {
-                    let ki = unravel(k, kernel);
-                    let mut off = 0usize;
-                    let mut inside = true;
-                    for d in 0..r {
-                        let pos = (oi[d] * p.strides[d] + ki[d] * p.dilations[d]) as isize
-                            - p.pads_begin[d] as isize;
-                        if pos < 0 || pos as usize >= sp[d] {
-                            inside = false;
-                            break;
+            for cc in 0..cg {
+                let ch = gi * cg + cc;
+                let plane = &xd[(b * c + ch) * in_sz..(b * c + ch + 1) * in_sz];
+                for o in 0..nout {
+                    let row = &mut data[(b * nout + o) * cols + cc * nk..][..nk];
+                    for (dst, &off) in row.iter_mut().zip(&taps[o * nk..(o + 1) * nk]) {
+                        if off != usize::MAX {
+                            *dst = plane[off];
                         }
-                        off += pos as usize * sstride[d];
-                    }
-                    if !inside {
-                        continue;
-                    }
-                    for cc in 0..cg {
-                        let ch = gi * cg + cc;
-                        m[[row, cc * nk + k]] = xd[(b * c + ch) * in_sz + off];
                     }
                 }
             }
         }
-        groups.push(m);
+        groups
+            .push(Array2::from_shape_vec((nb * nout, cols), data).map_err(|e| bad(e.to_string()))?);
     }
     Ok(groups)
 }

@@ -85,7 +85,7 @@ fn default_ada_lr() -> f32 {
     0.1
 }
 fn default_ada_lambda() -> f32 {
-    0.01
+    10.0
 }
 fn default_warmup() -> f32 {
     0.2
@@ -238,7 +238,10 @@ pub struct AdaRoundOptions {
     /// Adam learning rate (default 0.1, the seed paper's benchmark setting).
     #[serde(default = "default_ada_lr")]
     pub lr: f32,
-    /// Weight λ of the rounding regulariser (default 0.01).
+    /// Weight λ of the rounding regulariser (default 10). The loss is normalised
+    /// (`rec/R₀ + λ·mean(1 − |2h − 1|^β)`, `R₀` the round-to-nearest reconstruction loss, see
+    /// [`adaround`]), so λ means the same on every layer; it is not the AdaRound paper's λ
+    /// (0.01 on an unnormalised sum).
     #[serde(default = "default_ada_lambda")]
     pub lambda: f32,
     /// Fraction of iterations without the regulariser (default 0.2).

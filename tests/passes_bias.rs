@@ -126,3 +126,68 @@ fn correct_bias_zeroes_every_layers_mean_error() {
         );
     }
 }
+
+/// Final outputs of `model` on the first `n` samples of `ds`, concatenated.
+fn outputs(model: &Model, ds: &Dataset, n: usize) -> Vec<f32> {
+    let interp = Interpreter::new(model).expect("interpreter");
+    let mut all = Vec::new();
+    for b in ds.batches(1).expect("batches").take(n) {
+        let feeds: Vec<(String, Tensor)> = b
+            .expect("batch")
+            .inputs
+            .into_iter()
+            .map(|(n, a)| (n, Tensor::F32(a)))
+            .collect();
+        let out = interp.run(&feeds).expect("run");
+        all.extend(out[0].1.to_f32().expect("f32").iter().copied());
+    }
+    all
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// The exported file computes what the report measured: after `correct-bias` (whose changes are
+/// graph biases, not weights) the QONNX and QDQ exports, run by mfq's interpreter, give the
+/// simulation's outputs — and those differ from round-to-nearest's by far more than the
+/// tolerance, so an export that dropped the corrections fails here.
+#[test]
+fn exports_carry_the_bias_corrections() {
+    let w1 = root().join("fixtures/w1");
+    let mut model = mfq::onnx::load(&w1.join("model.onnx")).expect("load W1");
+    let mut ds = Dataset::open(&w1.join("calib.npz"), &pipeline::data_inputs(&model), None)
+        .expect("open calib");
+    ds.select(32, None);
+    let recipe = |passes: &[&str]| Recipe {
+        weights: "int4".into(),
+        acts: "int8".into(),
+        passes: passes.iter().map(|p| p.to_string()).collect(),
+        batch_size: 1,
+        ..Recipe::default()
+    };
+    let corrected = recipe(&["fold-batch-norm", "correct-bias"]);
+    mfq::quant::prepare_recipe(&mut model, &corrected).expect("prepare");
+    let res = pipeline::quantize(&model, &corrected, &ds).expect("quantize");
+    let rtn = pipeline::quantize(&model, &recipe(&["fold-batch-norm"]), &ds).expect("rtn");
+    let sim = outputs(&res.sim, &ds, 8);
+    let peak = sim.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let moved = max_abs_diff(&sim, &outputs(&rtn.sim, &ds, 8));
+    assert!(
+        moved > 1e-3 * peak,
+        "correct-bias changed nothing ({moved:.3e} of peak {peak:.3e})"
+    );
+    for style in [
+        mfq::quant::recipe::ExportStyle::Qonnx,
+        mfq::quant::recipe::ExportStyle::Qdq,
+    ] {
+        let (exported, name, _) = pipeline::export(&res, style, None).expect("export");
+        let d = max_abs_diff(&sim, &outputs(&exported, &ds, 8));
+        eprintln!("{name}: max |export - simulation| {d:.3e}, correction moved {moved:.3e}");
+        assert!(
+            d <= 1e-5 * peak,
+            "{name} export differs from the simulation by {d:.3e} (peak {peak:.3e})"
+        );
+    }
+}

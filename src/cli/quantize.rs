@@ -504,7 +504,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
 /// descriptions with totals.
 fn cost_summary(result: &quant::QuantizeResult) -> anyhow::Result<serde_json::Value> {
     use std::collections::BTreeMap;
-    let descs = quant::cost::layer_descs(&result.float, &result.quantized.layers)?;
+    let descs = quant::cost::layer_descs(&result.base, &result.quantized.layers)?;
     anyhow::ensure!(
         !descs.is_empty(),
         "no quantized compute layer with both formats"

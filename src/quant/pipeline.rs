@@ -400,8 +400,13 @@ fn summarize(s: &[f32]) -> ScaleSummary {
 /// Output of [`quantize`].
 #[derive(Debug, Clone)]
 pub struct QuantizeResult {
-    /// Prepared float model (after preparation passes).
+    /// Prepared float model (after preparation passes): the reference quantized outputs are
+    /// compared against.
     pub float: Model,
+    /// The model the quantization applies to: `float` plus what the rounding and correction
+    /// passes changed in the graph (e.g. `correct-bias`'s biases and inserted `Add`s). The
+    /// simulation graph and every export are built from it.
+    pub base: Model,
     /// Simulation graph (fake-quantized weights, QONNX activation quantizers).
     pub sim: Model,
     pub quantized: Quantized,
@@ -593,6 +598,7 @@ pub fn quantize_with_fixed(
     let sim = materialize::qonnx_graph(model, &quantized, false)?;
     Ok(QuantizeResult {
         float: model.clone(),
+        base: model.clone(),
         sim,
         quantized,
         layers: reports,
@@ -607,12 +613,12 @@ pub fn export(
     style: ExportStyle,
     opset: Option<i64>,
 ) -> Result<(Model, &'static str, i64), QuantizeError> {
-    let own = result.float.default_opset().unwrap_or(13);
+    let own = result.base.default_opset().unwrap_or(13);
     let q = &result.quantized;
-    let try_qdq = |opset: i64| materialize::qdq_graph(&result.float, q, opset);
+    let try_qdq = |opset: i64| materialize::qdq_graph(&result.base, q, opset);
     match style {
         ExportStyle::Qonnx => Ok((
-            materialize::qonnx_graph(&result.float, q, true)?,
+            materialize::qonnx_graph(&result.base, q, true)?,
             "qonnx",
             own,
         )),
@@ -628,7 +634,7 @@ pub fn export(
                 Ok(m) => Ok((m, "qdq", o)),
                 Err(MaterializeError::NotRepresentable { .. })
                 | Err(MaterializeError::OpsetUpgrade { .. }) => Ok((
-                    materialize::qonnx_graph(&result.float, q, true)?,
+                    materialize::qonnx_graph(&result.base, q, true)?,
                     "qonnx",
                     own,
                 )),

@@ -377,6 +377,10 @@ enum StepKind {
     BinConst { op: BinOp, c: ArrayD<f32> },
     /// 2-D max pooling without padding or dilation, in the kernel's tap order.
     MaxPool2d { k: [usize; 2], s: [usize; 2] },
+    /// 2-D convolution, one group, more than one input channel, constant weights and bias:
+    /// the interpreter kernel's im2col + [`crate::kernels::matmul::sgemm`] per image (the same
+    /// GEMM call on the same operands, then the bias), with the im2col buffer reused.
+    Conv2d(Box<ConvStep>),
     /// QONNX Quant with scalar parameters: `(Q(x/s + z) − z)·s` in place.
     IntQuant {
         q: quant_formats::Quantizer,
@@ -394,6 +398,172 @@ enum StepKind {
         /// most `mx`), so the step is exactly `Q(x/s)·s`.
         plain: bool,
     },
+}
+
+/// A convolution [`FastSim`] runs itself (see [`StepKind::Conv2d`]).
+struct ConvStep {
+    /// Weights `[M, C·kh·kw]`, row-major.
+    w: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    m: usize,
+    c: usize,
+    k: [usize; 2],
+    strides: [usize; 2],
+    dil: [usize; 2],
+    /// Explicit pads `[top, left, bottom, right]`, or `None` for SAME_UPPER/SAME_LOWER.
+    pads: Option<[usize; 4]>,
+    same_upper: bool,
+}
+
+impl ConvStep {
+    /// Begin and end pads of one spatial dimension, as the Conv op resolves them.
+    fn pads(&self, i: usize, input: usize) -> (usize, usize) {
+        match self.pads {
+            Some(p) => (p[i], p[i + 2]),
+            None => {
+                let out = input.div_ceil(self.strides[i].max(1));
+                let need =
+                    out.saturating_sub(1) * self.strides[i] + (self.k[i] - 1) * self.dil[i] + 1;
+                let total = need.saturating_sub(input);
+                let small = total / 2;
+                if self.same_upper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// im2col buffer of the current thread, reused across images and chunks.
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Fills `col[(c, ky, kx), (oy, ox)]` with `x[c, oy·s − pt + ky·d, ox·s − pl + kx·d]` (zero
+/// outside the input); `x` is one image `[C, H, W]`. Every element is written.
+#[allow(clippy::too_many_arguments)]
+fn im2col_2d(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+    cv: &ConvStep,
+    (pt, pl): (usize, usize),
+    col: &mut [f32],
+) {
+    let [kh, kw] = cv.k;
+    let [sh, sw] = cv.strides;
+    let [dh, dw] = cv.dil;
+    let op = oh * ow;
+    for ci in 0..c {
+        let xp = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let r = (ci * kh + ky) * kw + kx;
+                let dst = &mut col[r * op..(r + 1) * op];
+                // Output columns whose input column is inside the row: ox·sw + kx·dw − pl in [0, w).
+                let off = (kx * dw) as isize - pl as isize;
+                let lo = if off >= 0 {
+                    0
+                } else {
+                    (-off as usize).div_ceil(sw)
+                };
+                let lim = w as isize - off;
+                let hi = if lim <= 0 {
+                    0
+                } else {
+                    (lim as usize).div_ceil(sw)
+                };
+                let (lo, hi) = (lo.min(ow), hi.min(ow).max(lo.min(ow)));
+                for (oy, drow) in dst.chunks_exact_mut(ow).enumerate() {
+                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        drow.fill(0.0);
+                        continue;
+                    }
+                    let src = &xp[iy as usize * w..(iy as usize + 1) * w];
+                    drow[..lo].fill(0.0);
+                    drow[hi..].fill(0.0);
+                    if lo < hi {
+                        let start = (lo * sw) as isize + off;
+                        let start = start as usize;
+                        if sw == 1 {
+                            drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                        } else {
+                            for (d, v) in drow[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
+                                *d = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs a [`ConvStep`] on `x` `[N, C, H, W]`: per image, im2col then the same
+/// [`crate::kernels::matmul::sgemm`] call as the interpreter's convolution kernel, then the
+/// bias, images in parallel.
+fn conv2d_gemm(x: &ArrayD<f32>, cv: &ConvStep) -> Result<ArrayD<f32>, String> {
+    use crate::kernels::matmul::{sgemm, MatRef};
+    use rayon::prelude::*;
+    if x.ndim() != 4 || x.shape()[1] != cv.c {
+        return Err(format!(
+            "Conv input {:?} does not match {} input channels",
+            x.shape(),
+            cv.c
+        ));
+    }
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (pt, pb) = cv.pads(0, h);
+    let (pl, pr) = cv.pads(1, w);
+    let out_len = |i: usize, len: usize, b: usize, e: usize| {
+        crate::kernels::conv::conv_output_len(len, cv.k[i], cv.strides[i], cv.dil[i], b, e)
+            .ok_or_else(|| format!("Conv input {:?} smaller than the kernel", x.shape()))
+    };
+    let (oh, ow) = (out_len(0, h, pt, pb)?, out_len(1, w, pl, pr)?);
+    let xs = x.as_standard_layout();
+    let xd = xs.as_slice().ok_or("Conv input not contiguous")?;
+    let (m, op, kk, img) = (cv.m, oh * ow, c * cv.k[0] * cv.k[1], c * h * w);
+    let mut out = vec![0f32; n * m * op];
+    if !out.is_empty() {
+        out.par_chunks_mut(m * op)
+            .enumerate()
+            .try_for_each(|(i, o)| -> Result<(), String> {
+                // Taken out of the thread-local slot (a nested job on this thread gets its own).
+                let mut col = COL.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                col.resize(kk * op, 0.0);
+                im2col_2d(
+                    &xd[i * img..(i + 1) * img],
+                    (c, h, w),
+                    (oh, ow),
+                    cv,
+                    (pt, pl),
+                    &mut col,
+                );
+                let r = sgemm(
+                    m,
+                    kk,
+                    op,
+                    1.0,
+                    MatRef::row_major(&cv.w, kk),
+                    MatRef::row_major(&col, op),
+                    o,
+                    op,
+                    false,
+                );
+                COL.with(|c| *c.borrow_mut() = col);
+                r.map_err(|e| e.to_string())?;
+                if let Some(bias) = &cv.bias {
+                    for (row, &bv) in o.chunks_mut(op).zip(bias) {
+                        row.iter_mut().for_each(|v| *v += bv);
+                    }
+                }
+                Ok(())
+            })?;
+    }
+    ArrayD::from_shape_vec(vec![n, m, oh, ow], out).map_err(|e| e.to_string())
 }
 
 struct SimStep {
@@ -448,6 +618,86 @@ fn only_attrs(node: &crate::ir::Node, allowed: &[&str]) -> bool {
         .all(|a| allowed.contains(&a.name.as_str()))
 }
 
+/// A [`ConvStep`] for a Conv node the interpreter's kernel runs by im2col + GEMM (2-D, one
+/// group, more than one input channel, constant weights and bias, known attributes only).
+fn conv_step(g: &crate::ir::Graph, node: &crate::ir::Node) -> Option<ConvStep> {
+    if !only_attrs(
+        node,
+        &[
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "auto_pad",
+            "group",
+        ],
+    ) || attr_int(node, "group").unwrap_or(1) != 1
+    {
+        return None;
+    }
+    let konst = |i: usize| -> Option<ArrayD<f32>> {
+        let v = node.inputs.get(i).copied().flatten()?;
+        if g.producer(v).is_some() {
+            return None;
+        }
+        g.value(v).constant.as_ref()?.as_f32().cloned()
+    };
+    let w = konst(1)?;
+    let &[m, c, kh, kw] = w.shape() else {
+        return None;
+    };
+    let bias = match node.inputs.get(2).copied().flatten() {
+        Some(_) => Some(konst(2)?),
+        None => None,
+    };
+    if c < 2 || m == 0 || kh == 0 || kw == 0 || bias.as_ref().is_some_and(|b| b.shape() != [m]) {
+        return None;
+    }
+    let pair = |name: &str| -> Option<[usize; 2]> {
+        match attr_ints(node, name) {
+            None => Some([1, 1]),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => {
+                Some([v[0] as usize, v[1] as usize])
+            }
+            Some(_) => None,
+        }
+    };
+    if let Some(ks) = attr_ints(node, "kernel_shape") {
+        if ks != [kh as i64, kw as i64] {
+            return None;
+        }
+    }
+    let (strides, dil) = (pair("strides")?, pair("dilations")?);
+    let auto = attr_str(node, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let (pads, same_upper) = match auto.as_str() {
+        "NOTSET" => match attr_ints(node, "pads") {
+            None => (Some([0; 4]), false),
+            Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => (
+                Some([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]),
+                false,
+            ),
+            Some(_) => return None,
+        },
+        "VALID" => (Some([0; 4]), false),
+        "SAME_UPPER" => (None, true),
+        "SAME_LOWER" => (None, false),
+        _ => return None,
+    };
+    let w = w.as_standard_layout().iter().copied().collect();
+    let bias = bias.map(|b| b.iter().copied().collect());
+    Some(ConvStep {
+        w,
+        bias,
+        m,
+        c,
+        k: [kh, kw],
+        strides,
+        dil,
+        pads,
+        same_upper,
+    })
+}
+
 impl FastSim {
     /// Compiles `model` (one float input, one output). Nodes are resolved with the
     /// interpreter's op builder, so unsupported ops are reported the same way.
@@ -494,6 +744,8 @@ impl FastSim {
                         kind = Some(StepKind::BinConst { op, c });
                     }
                 }
+            } else if single && onnx && node.op_type == "Conv" {
+                kind = conv_step(g, node).map(|c| StepKind::Conv2d(Box::new(c)));
             } else if single
                 && onnx
                 && node.op_type == "MaxPool"
@@ -682,6 +934,17 @@ impl FastSim {
                         .collect();
                     op.eval(&ins).map_err(|e| fail(&e))?
                 }
+                StepKind::Conv2d(cv) => {
+                    let v = s.inputs[0].ok_or_else(|| fail(&"missing input"))?;
+                    let x = vals[v.index()]
+                        .as_ref()
+                        .or(consts[v.index()])
+                        .ok_or_else(|| fail(&"input not computed"))?;
+                    let Tensor::F32(x) = x else {
+                        return Err(fail(&"expected a float32 input"));
+                    };
+                    vec![Tensor::F32(conv2d_gemm(x, cv).map_err(|e| fail(&e))?)]
+                }
                 kind => {
                     let v = s.inputs[0].ok_or_else(|| fail(&"missing input"))?;
                     // In place when this step is the input's last use.
@@ -801,18 +1064,22 @@ fn max_pool_2d(
     let (oh, ow) = ((h - k[0]) / s[0] + 1, (w - k[1]) / s[1] + 1);
     let planes = sh[0] * sh[1];
     let mut out = vec![f32::NEG_INFINITY; planes * oh * ow];
+    // One tap at a time over a whole plane: the tap's values are gathered into a contiguous
+    // buffer, then merged into every output with a branch-free select (vectorizable). Each
+    // output still sees its taps in the kernel's order.
+    let mut tap = vec![0f32; oh * ow];
     for (p, o) in out.chunks_mut(oh * ow).enumerate() {
         let xp = &xd[p * h * w..(p + 1) * h * w];
-        for (oy, orow) in o.chunks_mut(ow).enumerate() {
-            for ky in 0..k[0] {
-                let row = &xp[(oy * s[0] + ky) * w..(oy * s[0] + ky + 1) * w];
-                for kx in 0..k[1] {
-                    let taps = row[kx..].iter().step_by(s[1]);
-                    for (acc, &v) in orow.iter_mut().zip(taps) {
-                        if v > *acc || v.is_nan() {
-                            *acc = v;
-                        }
+        for ky in 0..k[0] {
+            for kx in 0..k[1] {
+                for (oy, trow) in tap.chunks_mut(ow).enumerate() {
+                    let row = &xp[(oy * s[0] + ky) * w + kx..(oy * s[0] + ky + 1) * w];
+                    for (t, &v) in trow.iter_mut().zip(row.iter().step_by(s[1])) {
+                        *t = v;
                     }
+                }
+                for (acc, &v) in o.iter_mut().zip(&tap) {
+                    *acc = if v > *acc || v.is_nan() { v } else { *acc };
                 }
             }
         }
@@ -826,7 +1093,9 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
         *a = a.as_standard_layout().into_owned();
     }
     match kind {
-        StepKind::Generic(_) => return Err("generic step applied in place".into()),
+        StepKind::Generic(_) | StepKind::Conv2d(_) => {
+            return Err("step cannot run in place".into())
+        }
         StepKind::Relu => match a.as_slice_mut() {
             Some(d) => d.iter_mut().for_each(|x| *x = x.max(0.0)),
             None => a.mapv_inplace(|x| x.max(0.0)),
@@ -946,6 +1215,12 @@ mod tests {
                 .filter(|s| !matches!(s.kind, StepKind::Generic(_)))
                 .count();
             assert!(special >= 8, "{w}/{a}: only {special} specialised steps");
+            assert!(
+                sim.steps
+                    .iter()
+                    .any(|s| matches!(s.kind, StepKind::Conv2d(_))),
+                "{w}/{a}: the second convolution is not specialised"
+            );
             let fast = ev.simulate(&c, false).expect("fast");
             let slow = ev.simulate(&c, true).expect("interpreter");
             assert_eq!(fast.len(), slow.len());
@@ -1020,6 +1295,59 @@ mod tests {
             let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
             let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
             assert_eq!(g, w, "k {k:?} s {s:?}");
+        }
+    }
+
+    /// The specialised convolution equals the interpreter's kernel bit for bit across
+    /// strides, dilations, explicit and SAME pads, 1×1 kernels and bias/no bias.
+    #[test]
+    fn conv_step_matches_kernel() {
+        use crate::kernels::conv::{conv, Conv2dParams};
+        let x = ArrayD::from_shape_fn(vec![3, 5, 11, 9], |d| {
+            (((d[0] * 97 + d[1] * 31 + d[2] * 13 + d[3] * 7) % 29) as f32 - 14.0) * 0.173
+        });
+        let cases: [([usize; 2], [usize; 2], [usize; 2], Option<[usize; 4]>, bool, bool); 7] = [
+            ([3, 3], [1, 1], [1, 1], Some([1, 1, 1, 1]), false, true),
+            ([5, 5], [1, 1], [1, 1], None, true, true),
+            ([5, 3], [2, 1], [1, 1], None, false, false),
+            ([3, 3], [2, 3], [2, 1], Some([0, 2, 1, 0]), false, true),
+            ([1, 1], [1, 1], [1, 1], Some([0, 0, 0, 0]), false, true),
+            ([2, 4], [3, 2], [1, 2], None, true, false),
+            ([3, 3], [1, 1], [1, 1], Some([0, 0, 0, 0]), false, false),
+        ];
+        for (k, strides, dil, pads, same_upper, with_bias) in cases {
+            let m = 6;
+            let w = ArrayD::from_shape_fn(vec![m, 5, k[0], k[1]], |d| {
+                (((d[0] * 11 + d[1] * 5 + d[2] * 3 + d[3]) % 17) as f32 - 8.0) * 0.0917
+            });
+            let b = ArrayD::from_shape_fn(vec![m], |d| d[0] as f32 * 0.31 - 0.7);
+            let cv = ConvStep {
+                w: w.iter().copied().collect(),
+                bias: with_bias.then(|| b.iter().copied().collect()),
+                m,
+                c: 5,
+                k,
+                strides,
+                dil,
+                pads,
+                same_upper,
+            };
+            let (pt, pb) = cv.pads(0, 11);
+            let (pl, pr) = cv.pads(1, 9);
+            let p = Conv2dParams {
+                strides: strides.to_vec(),
+                dilations: dil.to_vec(),
+                pads_begin: vec![pt, pl],
+                pads_end: vec![pb, pr],
+                groups: 1,
+            };
+            let bv = b.view();
+            let want = conv(&x.view(), &w.view(), with_bias.then_some(&bv), &p).expect("kernel");
+            let got = conv2d_gemm(&x, &cv).expect("step");
+            assert_eq!(got.shape(), want.shape(), "{k:?} {strides:?} {dil:?} {pads:?}");
+            let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            let e: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+            assert!(g == e, "{k:?} {strides:?} {dil:?} {pads:?}: values differ");
         }
     }
 }

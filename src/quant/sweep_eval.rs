@@ -491,7 +491,9 @@ fn im2col_2d(
                         if sw == 1 {
                             drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                         } else {
-                            for (d, v) in drow[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw)) {
+                            for (d, v) in
+                                drow[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw))
+                            {
                                 *d = *v;
                             }
                         }
@@ -1093,9 +1095,7 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
         *a = a.as_standard_layout().into_owned();
     }
     match kind {
-        StepKind::Generic(_) | StepKind::Conv2d(_) => {
-            return Err("step cannot run in place".into())
-        }
+        StepKind::Generic(_) | StepKind::Conv2d(_) => return Err("step cannot run in place".into()),
         StepKind::Relu => match a.as_slice_mut() {
             Some(d) => d.iter_mut().for_each(|x| *x = x.max(0.0)),
             None => a.mapv_inplace(|x| x.max(0.0)),
@@ -1306,7 +1306,14 @@ mod tests {
         let x = ArrayD::from_shape_fn(vec![3, 5, 11, 9], |d| {
             (((d[0] * 97 + d[1] * 31 + d[2] * 13 + d[3] * 7) % 29) as f32 - 14.0) * 0.173
         });
-        let cases: [([usize; 2], [usize; 2], [usize; 2], Option<[usize; 4]>, bool, bool); 7] = [
+        let cases: [(
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            Option<[usize; 4]>,
+            bool,
+            bool,
+        ); 7] = [
             ([3, 3], [1, 1], [1, 1], Some([1, 1, 1, 1]), false, true),
             ([5, 5], [1, 1], [1, 1], None, true, true),
             ([5, 3], [2, 1], [1, 1], None, false, false),
@@ -1344,7 +1351,11 @@ mod tests {
             let bv = b.view();
             let want = conv(&x.view(), &w.view(), with_bias.then_some(&bv), &p).expect("kernel");
             let got = conv2d_gemm(&x, &cv).expect("step");
-            assert_eq!(got.shape(), want.shape(), "{k:?} {strides:?} {dil:?} {pads:?}");
+            assert_eq!(
+                got.shape(),
+                want.shape(),
+                "{k:?} {strides:?} {dil:?} {pads:?}"
+            );
             let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
             let e: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
             assert!(g == e, "{k:?} {strides:?} {dil:?} {pads:?}: values differ");

@@ -1306,14 +1306,15 @@ mod tests {
         let x = ArrayD::from_shape_fn(vec![3, 5, 11, 9], |d| {
             (((d[0] * 97 + d[1] * 31 + d[2] * 13 + d[3] * 7) % 29) as f32 - 14.0) * 0.173
         });
-        let cases: [(
+        type Case = (
             [usize; 2],
             [usize; 2],
             [usize; 2],
             Option<[usize; 4]>,
             bool,
             bool,
-        ); 7] = [
+        );
+        let cases: [Case; 7] = [
             ([3, 3], [1, 1], [1, 1], Some([1, 1, 1, 1]), false, true),
             ([5, 5], [1, 1], [1, 1], None, true, true),
             ([5, 3], [2, 1], [1, 1], None, false, false),

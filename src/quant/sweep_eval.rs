@@ -227,8 +227,11 @@ impl SweepEvaluator {
             })
     }
 
-    /// Evaluates one configuration.
-    pub fn evaluate(&self, c: &ConfigRecipe) -> Result<ConfigOutcome, QuantizeError> {
+    /// Quantizes configuration `c` (the recipe, its quantization result).
+    fn quantize(
+        &self,
+        c: &ConfigRecipe,
+    ) -> Result<(Resolved, pipeline::QuantizeResult), QuantizeError> {
         let (r, resolved) = self.recipe(c)?;
         let pre = pre_passes(&r.passes);
         let model = self.prepared_for(&pre)?;
@@ -239,43 +242,71 @@ impl SweepEvaluator {
             let stats = self.stats_for(&model, &pre, &r, resolved.clip.needs_histogram())?;
             pipeline::quantize_with_stats(&model, &r, &stats)?
         };
-        let fast = if self.batches.iter().all(|b| !b.chunks.is_empty()) {
-            FastSim::new(&res.sim).ok()
+        Ok((resolved, res))
+    }
+
+    /// The simulation graph's output on every evaluation batch, by [`FastSim`] when the graph
+    /// compiles to it, otherwise (or with `interpreter`) by the [`Interpreter`].
+    fn outputs(&self, sim: &Model, interpreter: bool) -> Result<Vec<ArrayD<f32>>, QuantizeError> {
+        let fast = if !interpreter && self.batches.iter().all(|b| !b.chunks.is_empty()) {
+            FastSim::new(sim).ok()
         } else {
             None
         };
-        let qi = match fast {
-            Some(_) => None,
-            None => Some(Interpreter::new(&res.sim).map_err(err)?),
-        };
-        let mut acc = Accuracy::default();
-        let mut agree = Top1Agreement::default();
-        let mut sqnr = Sqnr::default();
-        let mut cos = Cosine::default();
-        let mut labelled = true;
-        for b in &self.batches {
-            let q = match (&fast, &qi) {
-                (Some(f), _) => {
-                    use rayon::prelude::*;
+        if let Some(f) = fast {
+            use rayon::prelude::*;
+            return self
+                .batches
+                .iter()
+                .map(|b| {
                     let parts: Vec<ArrayD<f32>> = b
                         .chunks
                         .par_iter()
                         .map(|c| f.run_chunk(c.clone()))
                         .collect::<Result<_, _>>()?;
                     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-                    ndarray::concatenate(ndarray::Axis(0), &views).map_err(err)?
-                }
-                (None, Some(qi)) => qi
-                    .run_batched(&b.feeds, None)
+                    ndarray::concatenate(ndarray::Axis(0), &views).map_err(err)
+                })
+                .collect();
+        }
+        let qi = Interpreter::new(sim).map_err(err)?;
+        self.batches
+            .iter()
+            .map(|b| {
+                qi.run_batched(&b.feeds, None)
                     .map_err(err)?
                     .into_iter()
                     .find(|o| o.0 == self.output)
                     .ok_or_else(|| err("missing output"))?
                     .1
                     .to_f32()
-                    .map_err(err)?,
-                (None, None) => return Err(err("no evaluator for the simulation graph")),
-            };
+                    .map_err(err)
+            })
+            .collect()
+    }
+
+    /// The quantized model's output for configuration `c` on every evaluation batch, as
+    /// [`SweepEvaluator::evaluate`] scores it, or (with `interpreter`) as the interpreter
+    /// computes it from the same simulation graph (the two are bit-identical).
+    pub fn simulate(
+        &self,
+        c: &ConfigRecipe,
+        interpreter: bool,
+    ) -> Result<Vec<ArrayD<f32>>, QuantizeError> {
+        let (_, res) = self.quantize(c)?;
+        self.outputs(&res.sim, interpreter)
+    }
+
+    /// Evaluates one configuration.
+    pub fn evaluate(&self, c: &ConfigRecipe) -> Result<ConfigOutcome, QuantizeError> {
+        let (resolved, res) = self.quantize(c)?;
+        let outs = self.outputs(&res.sim, false)?;
+        let mut acc = Accuracy::default();
+        let mut agree = Top1Agreement::default();
+        let mut sqnr = Sqnr::default();
+        let mut cos = Cosine::default();
+        let mut labelled = true;
+        for (b, q) in self.batches.iter().zip(outs) {
             // Labels score classifiers ([N, classes] outputs); other outputs (saliency maps,
             // images) are scored against the float model only.
             match &b.labels {
@@ -346,6 +377,10 @@ enum StepKind {
     BinConst { op: BinOp, c: ArrayD<f32> },
     /// 2-D max pooling without padding or dilation, in the kernel's tap order.
     MaxPool2d { k: [usize; 2], s: [usize; 2] },
+    /// 2-D convolution, one group, more than one input channel, constant weights and bias:
+    /// the interpreter kernel's im2col + [`crate::kernels::matmul::sgemm`] per image (the same
+    /// GEMM call on the same operands, then the bias), with the im2col buffer reused.
+    Conv2d(Box<ConvStep>),
     /// QONNX Quant with scalar parameters: `(Q(x/s + z) − z)·s` in place.
     IntQuant {
         q: quant_formats::Quantizer,
@@ -359,7 +394,178 @@ enum StepKind {
         mx: f32,
         saturate: bool,
         has_inf: bool,
+        /// The clamp to `±mx` can never act (saturating, and the format's largest value is at
+        /// most `mx`), so the step is exactly `Q(x/s)·s`.
+        plain: bool,
     },
+}
+
+/// A convolution [`FastSim`] runs itself (see [`StepKind::Conv2d`]).
+struct ConvStep {
+    /// Weights `[M, C·kh·kw]`, row-major.
+    w: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    m: usize,
+    c: usize,
+    k: [usize; 2],
+    strides: [usize; 2],
+    dil: [usize; 2],
+    /// Explicit pads `[top, left, bottom, right]`, or `None` for SAME_UPPER/SAME_LOWER.
+    pads: Option<[usize; 4]>,
+    same_upper: bool,
+}
+
+impl ConvStep {
+    /// Begin and end pads of one spatial dimension, as the Conv op resolves them.
+    fn pads(&self, i: usize, input: usize) -> (usize, usize) {
+        match self.pads {
+            Some(p) => (p[i], p[i + 2]),
+            None => {
+                let out = input.div_ceil(self.strides[i].max(1));
+                let need =
+                    out.saturating_sub(1) * self.strides[i] + (self.k[i] - 1) * self.dil[i] + 1;
+                let total = need.saturating_sub(input);
+                let small = total / 2;
+                if self.same_upper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// im2col buffer of the current thread, reused across images and chunks.
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Fills `col[(c, ky, kx), (oy, ox)]` with `x[c, oy·s − pt + ky·d, ox·s − pl + kx·d]` (zero
+/// outside the input); `x` is one image `[C, H, W]`. Every element is written.
+#[allow(clippy::too_many_arguments)]
+fn im2col_2d(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+    cv: &ConvStep,
+    (pt, pl): (usize, usize),
+    col: &mut [f32],
+) {
+    let [kh, kw] = cv.k;
+    let [sh, sw] = cv.strides;
+    let [dh, dw] = cv.dil;
+    let op = oh * ow;
+    for ci in 0..c {
+        let xp = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let r = (ci * kh + ky) * kw + kx;
+                let dst = &mut col[r * op..(r + 1) * op];
+                // Output columns whose input column is inside the row: ox·sw + kx·dw − pl in [0, w).
+                let off = (kx * dw) as isize - pl as isize;
+                let lo = if off >= 0 {
+                    0
+                } else {
+                    (-off as usize).div_ceil(sw)
+                };
+                let lim = w as isize - off;
+                let hi = if lim <= 0 {
+                    0
+                } else {
+                    (lim as usize).div_ceil(sw)
+                };
+                let (lo, hi) = (lo.min(ow), hi.min(ow).max(lo.min(ow)));
+                for (oy, drow) in dst.chunks_exact_mut(ow).enumerate() {
+                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        drow.fill(0.0);
+                        continue;
+                    }
+                    let src = &xp[iy as usize * w..(iy as usize + 1) * w];
+                    drow[..lo].fill(0.0);
+                    drow[hi..].fill(0.0);
+                    if lo < hi {
+                        let start = (lo * sw) as isize + off;
+                        let start = start as usize;
+                        if sw == 1 {
+                            drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                        } else {
+                            for (d, v) in
+                                drow[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw))
+                            {
+                                *d = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs a [`ConvStep`] on `x` `[N, C, H, W]`: per image, im2col then the same
+/// [`crate::kernels::matmul::sgemm`] call as the interpreter's convolution kernel, then the
+/// bias, images in parallel.
+fn conv2d_gemm(x: &ArrayD<f32>, cv: &ConvStep) -> Result<ArrayD<f32>, String> {
+    use crate::kernels::matmul::{sgemm, MatRef};
+    use rayon::prelude::*;
+    if x.ndim() != 4 || x.shape()[1] != cv.c {
+        return Err(format!(
+            "Conv input {:?} does not match {} input channels",
+            x.shape(),
+            cv.c
+        ));
+    }
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (pt, pb) = cv.pads(0, h);
+    let (pl, pr) = cv.pads(1, w);
+    let out_len = |i: usize, len: usize, b: usize, e: usize| {
+        crate::kernels::conv::conv_output_len(len, cv.k[i], cv.strides[i], cv.dil[i], b, e)
+            .ok_or_else(|| format!("Conv input {:?} smaller than the kernel", x.shape()))
+    };
+    let (oh, ow) = (out_len(0, h, pt, pb)?, out_len(1, w, pl, pr)?);
+    let xs = x.as_standard_layout();
+    let xd = xs.as_slice().ok_or("Conv input not contiguous")?;
+    let (m, op, kk, img) = (cv.m, oh * ow, c * cv.k[0] * cv.k[1], c * h * w);
+    let mut out = vec![0f32; n * m * op];
+    if !out.is_empty() {
+        out.par_chunks_mut(m * op)
+            .enumerate()
+            .try_for_each(|(i, o)| -> Result<(), String> {
+                // Taken out of the thread-local slot (a nested job on this thread gets its own).
+                let mut col = COL.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                col.resize(kk * op, 0.0);
+                im2col_2d(
+                    &xd[i * img..(i + 1) * img],
+                    (c, h, w),
+                    (oh, ow),
+                    cv,
+                    (pt, pl),
+                    &mut col,
+                );
+                let r = sgemm(
+                    m,
+                    kk,
+                    op,
+                    1.0,
+                    MatRef::row_major(&cv.w, kk),
+                    MatRef::row_major(&col, op),
+                    o,
+                    op,
+                    false,
+                );
+                COL.with(|c| *c.borrow_mut() = col);
+                r.map_err(|e| e.to_string())?;
+                if let Some(bias) = &cv.bias {
+                    for (row, &bv) in o.chunks_mut(op).zip(bias) {
+                        row.iter_mut().for_each(|v| *v += bv);
+                    }
+                }
+                Ok(())
+            })?;
+    }
+    ArrayD::from_shape_vec(vec![n, m, oh, ow], out).map_err(|e| e.to_string())
 }
 
 struct SimStep {
@@ -414,6 +620,86 @@ fn only_attrs(node: &crate::ir::Node, allowed: &[&str]) -> bool {
         .all(|a| allowed.contains(&a.name.as_str()))
 }
 
+/// A [`ConvStep`] for a Conv node the interpreter's kernel runs by im2col + GEMM (2-D, one
+/// group, more than one input channel, constant weights and bias, known attributes only).
+fn conv_step(g: &crate::ir::Graph, node: &crate::ir::Node) -> Option<ConvStep> {
+    if !only_attrs(
+        node,
+        &[
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "auto_pad",
+            "group",
+        ],
+    ) || attr_int(node, "group").unwrap_or(1) != 1
+    {
+        return None;
+    }
+    let konst = |i: usize| -> Option<ArrayD<f32>> {
+        let v = node.inputs.get(i).copied().flatten()?;
+        if g.producer(v).is_some() {
+            return None;
+        }
+        g.value(v).constant.as_ref()?.as_f32().cloned()
+    };
+    let w = konst(1)?;
+    let &[m, c, kh, kw] = w.shape() else {
+        return None;
+    };
+    let bias = match node.inputs.get(2).copied().flatten() {
+        Some(_) => Some(konst(2)?),
+        None => None,
+    };
+    if c < 2 || m == 0 || kh == 0 || kw == 0 || bias.as_ref().is_some_and(|b| b.shape() != [m]) {
+        return None;
+    }
+    let pair = |name: &str| -> Option<[usize; 2]> {
+        match attr_ints(node, name) {
+            None => Some([1, 1]),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => {
+                Some([v[0] as usize, v[1] as usize])
+            }
+            Some(_) => None,
+        }
+    };
+    if let Some(ks) = attr_ints(node, "kernel_shape") {
+        if ks != [kh as i64, kw as i64] {
+            return None;
+        }
+    }
+    let (strides, dil) = (pair("strides")?, pair("dilations")?);
+    let auto = attr_str(node, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let (pads, same_upper) = match auto.as_str() {
+        "NOTSET" => match attr_ints(node, "pads") {
+            None => (Some([0; 4]), false),
+            Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => (
+                Some([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]),
+                false,
+            ),
+            Some(_) => return None,
+        },
+        "VALID" => (Some([0; 4]), false),
+        "SAME_UPPER" => (None, true),
+        "SAME_LOWER" => (None, false),
+        _ => return None,
+    };
+    let w = w.as_standard_layout().iter().copied().collect();
+    let bias = bias.map(|b| b.iter().copied().collect());
+    Some(ConvStep {
+        w,
+        bias,
+        m,
+        c,
+        k: [kh, kw],
+        strides,
+        dil,
+        pads,
+        same_upper,
+    })
+}
+
 impl FastSim {
     /// Compiles `model` (one float input, one output). Nodes are resolved with the
     /// interpreter's op builder, so unsupported ops are reported the same way.
@@ -460,6 +746,8 @@ impl FastSim {
                         kind = Some(StepKind::BinConst { op, c });
                     }
                 }
+            } else if single && onnx && node.op_type == "Conv" {
+                kind = conv_step(g, node).map(|c| StepKind::Conv2d(Box::new(c)));
             } else if single
                 && onnx
                 && node.op_type == "MaxPool"
@@ -560,12 +848,14 @@ impl FastSim {
                             overflow: quant_formats::Overflow::Saturate,
                         });
                         let rounding: quant_formats::Rounding = "ROUND".parse().map_err(err)?;
+                        let saturate = attr_int(node, "saturation").unwrap_or(1) != 0;
                         kind = Some(StepKind::FloatQuant {
                             q: quant_formats::Quantizer::new(&fmt, rounding),
                             s,
                             mx,
-                            saturate: attr_int(node, "saturation").unwrap_or(1) != 0,
+                            saturate,
                             has_inf: attr_int(node, "has_inf").unwrap_or(0) != 0,
+                            plain: saturate && fmt.max_value() <= f64::from(mx),
                         });
                     }
                 }
@@ -646,6 +936,17 @@ impl FastSim {
                         .collect();
                     op.eval(&ins).map_err(|e| fail(&e))?
                 }
+                StepKind::Conv2d(cv) => {
+                    let v = s.inputs[0].ok_or_else(|| fail(&"missing input"))?;
+                    let x = vals[v.index()]
+                        .as_ref()
+                        .or(consts[v.index()])
+                        .ok_or_else(|| fail(&"input not computed"))?;
+                    let Tensor::F32(x) = x else {
+                        return Err(fail(&"expected a float32 input"));
+                    };
+                    vec![Tensor::F32(conv2d_gemm(x, cv).map_err(|e| fail(&e))?)]
+                }
                 kind => {
                     let v = s.inputs[0].ok_or_else(|| fail(&"missing input"))?;
                     // In place when this step is the input's last use.
@@ -681,11 +982,124 @@ impl FastSim {
     }
 }
 
+/// Elements per block of the in-place quantizer loops (a stack copy of the block is the
+/// quantizer's input, the tensor itself its output).
+const QBLOCK: usize = 512;
+
+/// `a = Q(a / s) · s` in place through the quantizer's slice kernel (vectorized; exactly the
+/// same arithmetic as [`quant_formats::Quantizer::quantize_one`] per element).
+fn fake_quantize_in_place(q: &quant_formats::Quantizer, s: f32, a: &mut [f32]) {
+    let mut tmp = [0f32; QBLOCK];
+    for block in a.chunks_mut(QBLOCK) {
+        let t = &mut tmp[..block.len()];
+        t.copy_from_slice(block);
+        q.fake_quantize(t, s, block);
+    }
+}
+
+/// `x ∘ c` in place with `c` broadcast to `x`'s shape, for a standard-layout `x` whose
+/// constant is either one value per run of trailing elements (a per-channel bias on NCHW) or
+/// a trailing block (a bias on `[N, classes]`). `None` when neither applies.
+fn bin_const_runs(op: BinOp, c: &ArrayD<f32>, a: &mut ArrayD<f32>) -> Option<()> {
+    let n = a.ndim();
+    if c.ndim() > n {
+        return None;
+    }
+    let mut cs = vec![1usize; n - c.ndim()];
+    cs.extend_from_slice(c.shape());
+    let shape = a.shape().to_vec();
+    let data = a.as_slice_mut()?;
+    // Trailing axes along which the constant does not vary.
+    let k = (0..=n).rev().find(|&k| k == 0 || cs[k - 1] != 1)?;
+    let run: usize = shape[k..].iter().product();
+    let apply = |x: &mut [f32], y: &[f32]| match op {
+        BinOp::Add => x.iter_mut().zip(y).for_each(|(x, &y)| *x += y),
+        BinOp::Mul => x.iter_mut().zip(y).for_each(|(x, &y)| *x *= y),
+    };
+    if run >= 8 || k == n {
+        // One constant per run: the constant broadcast over the leading axes, in order.
+        let mut lead = shape[..k].to_vec();
+        lead.extend(std::iter::repeat_n(1, n - k));
+        let cb = c.broadcast(lead)?;
+        let vals: Vec<f32> = cb.iter().copied().collect();
+        if run == 0 {
+            return Some(());
+        }
+        for (x, &v) in data.chunks_exact_mut(run).zip(&vals) {
+            match op {
+                BinOp::Add => x.iter_mut().for_each(|x| *x += v),
+                BinOp::Mul => x.iter_mut().for_each(|x| *x *= v),
+            }
+        }
+        return Some(());
+    }
+    // The constant is a trailing block of `x` (leading axes of size 1).
+    let j = cs.iter().position(|&d| d != 1).unwrap_or(n);
+    if cs[j..] != shape[j..] {
+        return None;
+    }
+    let cd = c.as_slice()?;
+    let block = cd.len();
+    if block == 0 {
+        return Some(());
+    }
+    for x in data.chunks_exact_mut(block) {
+        apply(x, cd);
+    }
+    Some(())
+}
+
+/// 2-D max pooling (no padding or dilation) of standard-layout `xd` with shape `sh`; taps
+/// are visited in the kernel's order for every output (ties and NaN as in the kernel).
+fn max_pool_2d(
+    xd: &[f32],
+    sh: &[usize],
+    k: [usize; 2],
+    s: [usize; 2],
+) -> Result<ArrayD<f32>, String> {
+    let (h, w) = (sh[2], sh[3]);
+    if h < k[0] || w < k[1] {
+        return Err(format!(
+            "MaxPool input {sh:?} smaller than the window {k:?}"
+        ));
+    }
+    let (oh, ow) = ((h - k[0]) / s[0] + 1, (w - k[1]) / s[1] + 1);
+    let planes = sh[0] * sh[1];
+    let mut out = vec![f32::NEG_INFINITY; planes * oh * ow];
+    // One tap at a time over a whole plane: the tap's values are gathered into a contiguous
+    // buffer, then merged into every output with a branch-free select (vectorizable). Each
+    // output still sees its taps in the kernel's order.
+    let mut tap = vec![0f32; oh * ow];
+    for (p, o) in out.chunks_mut(oh * ow).enumerate() {
+        let xp = &xd[p * h * w..(p + 1) * h * w];
+        for ky in 0..k[0] {
+            for kx in 0..k[1] {
+                for (oy, trow) in tap.chunks_mut(ow).enumerate() {
+                    let row = &xp[(oy * s[0] + ky) * w + kx..(oy * s[0] + ky + 1) * w];
+                    for (t, &v) in trow.iter_mut().zip(row.iter().step_by(s[1])) {
+                        *t = v;
+                    }
+                }
+                for (acc, &v) in o.iter_mut().zip(&tap) {
+                    *acc = if v > *acc || v.is_nan() { v } else { *acc };
+                }
+            }
+        }
+    }
+    ArrayD::from_shape_vec(vec![sh[0], sh[1], oh, ow], out).map_err(|e| e.to_string())
+}
+
 /// Applies a specialised step to `a` (replacing it for pooling).
 fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
+    if !a.is_standard_layout() {
+        *a = a.as_standard_layout().into_owned();
+    }
     match kind {
-        StepKind::Generic(_) => return Err("generic step applied in place".into()),
-        StepKind::Relu => a.mapv_inplace(|x| x.max(0.0)),
+        StepKind::Generic(_) | StepKind::Conv2d(_) => return Err("step cannot run in place".into()),
+        StepKind::Relu => match a.as_slice_mut() {
+            Some(d) => d.iter_mut().for_each(|x| *x = x.max(0.0)),
+            None => a.mapv_inplace(|x| x.max(0.0)),
+        },
         StepKind::BinConst { op, c } => {
             if c.broadcast(a.shape()).is_none() {
                 return Err(format!(
@@ -694,15 +1108,24 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
                     a.shape()
                 ));
             }
-            match op {
-                BinOp::Add => a.zip_mut_with(c, |x, &y| *x += y),
-                BinOp::Mul => a.zip_mut_with(c, |x, &y| *x *= y),
+            if bin_const_runs(*op, c, a).is_none() {
+                match op {
+                    BinOp::Add => a.zip_mut_with(c, |x, &y| *x += y),
+                    BinOp::Mul => a.zip_mut_with(c, |x, &y| *x *= y),
+                }
             }
         }
         StepKind::IntQuant { q, s, z } => {
             let (s, z) = (*s, *z);
-            for (i, v) in a.iter_mut().enumerate() {
-                *v = (q.quantize_one(*v / s + z, i as u64) - z) * s;
+            match a.as_slice_mut() {
+                // `(Q(v/s + 0) − 0)·s` is `Q(v/s)·s` bit for bit: adding zero only turns −0
+                // into +0, which an integer grid rounds to +0 either way.
+                Some(d) if z == 0.0 => fake_quantize_in_place(q, s, d),
+                _ => {
+                    for (i, v) in a.iter_mut().enumerate() {
+                        *v = (q.quantize_one(*v / s + z, i as u64) - z) * s;
+                    }
+                }
             }
         }
         StepKind::FloatQuant {
@@ -711,22 +1134,28 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
             mx,
             saturate,
             has_inf,
+            plain,
         } => {
             let (s, mx) = (*s, *mx);
-            for (i, v) in a.iter_mut().enumerate() {
-                let r = q.quantize_one(*v / s, i as u64);
-                let r = if *saturate {
-                    r.clamp(-mx, mx)
-                } else if r.abs() > mx {
-                    if *has_inf {
-                        r.signum() * f32::INFINITY
-                    } else {
-                        f32::NAN
+            match a.as_slice_mut() {
+                Some(d) if *plain => fake_quantize_in_place(q, s, d),
+                _ => {
+                    for (i, v) in a.iter_mut().enumerate() {
+                        let r = q.quantize_one(*v / s, i as u64);
+                        let r = if *saturate {
+                            r.clamp(-mx, mx)
+                        } else if r.abs() > mx {
+                            if *has_inf {
+                                r.signum() * f32::INFINITY
+                            } else {
+                                f32::NAN
+                            }
+                        } else {
+                            r
+                        };
+                        *v = r * s;
                     }
-                } else {
-                    r
-                };
-                *v = r * s;
+                }
             }
         }
         StepKind::MaxPool2d { k, s } => {
@@ -734,37 +1163,203 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
                 return Err(format!("MaxPool input {:?} is not 4-D", a.shape()));
             }
             let sh = a.shape().to_vec();
-            let (h, w) = (sh[2], sh[3]);
-            if h < k[0] || w < k[1] {
-                return Err(format!(
-                    "MaxPool input {sh:?} smaller than the window {k:?}"
-                ));
+            let xd = a.as_slice().ok_or("MaxPool input not contiguous")?;
+            *a = max_pool_2d(xd, &sh, *k, *s)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn w1_evaluator(eval_samples: usize) -> SweepEvaluator {
+        let w1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/w1");
+        let m = crate::onnx::load(&w1.join("model.onnx")).expect("model");
+        let inputs = pipeline::data_inputs(&m);
+        let calib = Dataset::open(&w1.join("calib.npz"), &inputs, None).expect("calib");
+        let mut eval = Dataset::open(&w1.join("eval.npz"), &inputs, None).expect("eval");
+        eval.select(eval_samples, Some(7));
+        SweepEvaluator::new(m, Recipe::default(), calib, &eval).expect("evaluator")
+    }
+
+    fn bits(outs: &[ArrayD<f32>]) -> Vec<u32> {
+        outs.iter()
+            .flat_map(|o| o.iter().map(|v| v.to_bits()))
+            .collect()
+    }
+
+    /// The compiled simulation gives the interpreter's outputs bit for bit, for integer and
+    /// minifloat weights and activations (FloatQuant and Quant steps, every special case of
+    /// the element-wise kernels on W1: per-channel bias, Relu, 2×2 and 3×3 pooling).
+    #[test]
+    fn fast_sim_matches_interpreter_bit_for_bit() {
+        let ev = w1_evaluator(150);
+        for (w, a) in [
+            ("int3", "int8"),
+            ("int8", "int3"),
+            ("e2m1", "e4m3"),
+            ("e4m3", "e1m2"),
+            ("e3m2", "int5"),
+            ("int4", "e5m2"),
+            ("e1m1", "e2m0"),
+        ] {
+            let c = ConfigRecipe::new(w, a);
+            let (_, res) = ev.quantize(&c).expect("quantize");
+            let sim = FastSim::new(&res.sim).expect("W1 compiles to a FastSim");
+            let special = sim
+                .steps
+                .iter()
+                .filter(|s| !matches!(s.kind, StepKind::Generic(_)))
+                .count();
+            assert!(special >= 8, "{w}/{a}: only {special} specialised steps");
+            assert!(
+                sim.steps
+                    .iter()
+                    .any(|s| matches!(s.kind, StepKind::Conv2d(_))),
+                "{w}/{a}: the second convolution is not specialised"
+            );
+            let fast = ev.simulate(&c, false).expect("fast");
+            let slow = ev.simulate(&c, true).expect("interpreter");
+            assert_eq!(fast.len(), slow.len());
+            assert!(fast.iter().map(|o| o.len()).sum::<usize>() == 150 * 10);
+            assert!(bits(&fast) == bits(&slow), "{w}/{a}: outputs differ");
+        }
+    }
+
+    /// Bias add on NCHW (one value per plane), on `[N, K]` (a trailing block) and a general
+    /// broadcast agree with ndarray's broadcasting arithmetic.
+    #[test]
+    fn bin_const_runs_match_broadcasting() {
+        let x = ArrayD::from_shape_fn(vec![3, 4, 5, 6], |d| {
+            (d[0] * 131 + d[1] * 37 + d[2] * 7 + d[3]) as f32 * 0.37 - 20.0
+        });
+        let cases: Vec<ArrayD<f32>> = vec![
+            ArrayD::from_shape_fn(vec![4, 1, 1], |d| d[0] as f32 * 1.5 - 2.0),
+            ArrayD::from_shape_fn(vec![1, 4, 1, 1], |d| d[1] as f32 * 0.25 + 0.1),
+            ArrayD::from_shape_fn(vec![6], |d| d[0] as f32 - 2.5),
+            ArrayD::from_shape_fn(vec![5, 6], |d| (d[0] * 6 + d[1]) as f32 * 0.1),
+            ArrayD::from_shape_fn(vec![3, 1, 5, 1], |d| (d[0] + d[2]) as f32 * 0.7),
+            ArrayD::from_elem(vec![1], 3.25),
+        ];
+        for c in cases {
+            for op in [BinOp::Add, BinOp::Mul] {
+                let mut want = x.clone();
+                match op {
+                    BinOp::Add => want.zip_mut_with(&c, |a, &b| *a += b),
+                    BinOp::Mul => want.zip_mut_with(&c, |a, &b| *a *= b),
+                }
+                let mut got = x.clone();
+                apply_in_place(&StepKind::BinConst { op, c: c.clone() }, &mut got).expect("op");
+                assert_eq!(got, want, "{:?} {op:?}", c.shape());
             }
-            let (oh, ow) = ((h - k[0]) / s[0] + 1, (w - k[1]) / s[1] + 1);
-            let x = a.as_standard_layout();
-            let xd = x.as_slice().ok_or("MaxPool input not contiguous")?;
-            let planes = sh[0] * sh[1];
-            let mut out = vec![0f32; planes * oh * ow];
-            for (p, o) in out.chunks_mut(oh * ow).enumerate() {
-                let xp = &xd[p * h * w..(p + 1) * h * w];
-                for (oy, orow) in o.chunks_mut(ow).enumerate() {
-                    for (ox, ov) in orow.iter_mut().enumerate() {
+        }
+    }
+
+    /// Pooling keeps the kernel's tap order: NaN and −0/+0 ties come out as in a tap-by-tap
+    /// scan of each window.
+    #[test]
+    fn max_pool_keeps_tap_order() {
+        let mut x = ArrayD::from_shape_fn(vec![2, 3, 7, 8], |d| {
+            ((d[0] * 17 + d[1] * 5 + d[2] * 3 + d[3] * 11) % 13) as f32 - 6.0
+        });
+        x[[0, 0, 1, 1]] = f32::NAN;
+        x[[1, 2, 0, 0]] = -0.0;
+        x[[1, 2, 0, 1]] = 0.0;
+        for (k, s) in [([2, 2], [2, 2]), ([3, 3], [3, 3]), ([3, 2], [1, 2])] {
+            let sh = x.shape().to_vec();
+            let (oh, ow) = ((7 - k[0]) / s[0] + 1, (8 - k[1]) / s[1] + 1);
+            let mut want = vec![0f32; 6 * oh * ow];
+            for p in 0..6 {
+                let (n, ch) = (p / 3, p % 3);
+                for oy in 0..oh {
+                    for ox in 0..ow {
                         let mut acc = f32::NEG_INFINITY;
                         for ky in 0..k[0] {
-                            let row = &xp[(oy * s[0] + ky) * w + ox * s[1]..];
-                            for &v in &row[..k[1]] {
+                            for kx in 0..k[1] {
+                                let v = x[[n, ch, oy * s[0] + ky, ox * s[1] + kx]];
                                 if v > acc || v.is_nan() {
                                     acc = v;
                                 }
                             }
                         }
-                        *ov = acc;
+                        want[(p * oh + oy) * ow + ox] = acc;
                     }
                 }
             }
-            *a = ArrayD::from_shape_vec(vec![sh[0], sh[1], oh, ow], out)
-                .map_err(|e| e.to_string())?;
+            let mut got = x.clone();
+            apply_in_place(&StepKind::MaxPool2d { k, s }, &mut got).expect("pool");
+            assert_eq!(got.shape(), &[sh[0], sh[1], oh, ow]);
+            let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(g, w, "k {k:?} s {s:?}");
         }
     }
-    Ok(())
+
+    /// The specialised convolution equals the interpreter's kernel bit for bit across
+    /// strides, dilations, explicit and SAME pads, 1×1 kernels and bias/no bias.
+    #[test]
+    fn conv_step_matches_kernel() {
+        use crate::kernels::conv::{conv, Conv2dParams};
+        let x = ArrayD::from_shape_fn(vec![3, 5, 11, 9], |d| {
+            (((d[0] * 97 + d[1] * 31 + d[2] * 13 + d[3] * 7) % 29) as f32 - 14.0) * 0.173
+        });
+        type Case = (
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            Option<[usize; 4]>,
+            bool,
+            bool,
+        );
+        let cases: [Case; 7] = [
+            ([3, 3], [1, 1], [1, 1], Some([1, 1, 1, 1]), false, true),
+            ([5, 5], [1, 1], [1, 1], None, true, true),
+            ([5, 3], [2, 1], [1, 1], None, false, false),
+            ([3, 3], [2, 3], [2, 1], Some([0, 2, 1, 0]), false, true),
+            ([1, 1], [1, 1], [1, 1], Some([0, 0, 0, 0]), false, true),
+            ([2, 4], [3, 2], [1, 2], None, true, false),
+            ([3, 3], [1, 1], [1, 1], Some([0, 0, 0, 0]), false, false),
+        ];
+        for (k, strides, dil, pads, same_upper, with_bias) in cases {
+            let m = 6;
+            let w = ArrayD::from_shape_fn(vec![m, 5, k[0], k[1]], |d| {
+                (((d[0] * 11 + d[1] * 5 + d[2] * 3 + d[3]) % 17) as f32 - 8.0) * 0.0917
+            });
+            let b = ArrayD::from_shape_fn(vec![m], |d| d[0] as f32 * 0.31 - 0.7);
+            let cv = ConvStep {
+                w: w.iter().copied().collect(),
+                bias: with_bias.then(|| b.iter().copied().collect()),
+                m,
+                c: 5,
+                k,
+                strides,
+                dil,
+                pads,
+                same_upper,
+            };
+            let (pt, pb) = cv.pads(0, 11);
+            let (pl, pr) = cv.pads(1, 9);
+            let p = Conv2dParams {
+                strides: strides.to_vec(),
+                dilations: dil.to_vec(),
+                pads_begin: vec![pt, pl],
+                pads_end: vec![pb, pr],
+                groups: 1,
+            };
+            let bv = b.view();
+            let want = conv(&x.view(), &w.view(), with_bias.then_some(&bv), &p).expect("kernel");
+            let got = conv2d_gemm(&x, &cv).expect("step");
+            assert_eq!(
+                got.shape(),
+                want.shape(),
+                "{k:?} {strides:?} {dil:?} {pads:?}"
+            );
+            let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            let e: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+            assert!(g == e, "{k:?} {strides:?} {dil:?} {pads:?}: values differ");
+        }
+    }
 }

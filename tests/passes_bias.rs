@@ -41,6 +41,14 @@ impl Observer for Means {
     }
 }
 
+/// A batch of the dataset as interpreter feeds.
+fn feeds(b: mfq::data::Batch) -> Vec<(String, Tensor)> {
+    b.inputs
+        .into_iter()
+        .map(|(n, a)| (n, Tensor::F32(a)))
+        .collect()
+}
+
 fn means(model: &Model, ds: &Dataset, names: &[String]) -> BTreeMap<String, Vec<f64>> {
     let interp = Interpreter::new(model).expect("interpreter");
     let mut obs = Means {
@@ -48,12 +56,7 @@ fn means(model: &Model, ds: &Dataset, names: &[String]) -> BTreeMap<String, Vec<
         sum: BTreeMap::new(),
     };
     for b in ds.batches(1).expect("batches") {
-        let feeds: Vec<(String, Tensor)> = b
-            .expect("batch")
-            .inputs
-            .into_iter()
-            .map(|(n, a)| (n, Tensor::F32(a)))
-            .collect();
+        let feeds = feeds(b.expect("batch"));
         interp.run_observed(&feeds, &mut obs).expect("run");
     }
     obs.sum
@@ -132,12 +135,7 @@ fn outputs(model: &Model, ds: &Dataset, n: usize) -> Vec<f32> {
     let interp = Interpreter::new(model).expect("interpreter");
     let mut all = Vec::new();
     for b in ds.batches(1).expect("batches").take(n) {
-        let feeds: Vec<(String, Tensor)> = b
-            .expect("batch")
-            .inputs
-            .into_iter()
-            .map(|(n, a)| (n, Tensor::F32(a)))
-            .collect();
+        let feeds = feeds(b.expect("batch"));
         let out = interp.run(&feeds).expect("run");
         all.extend(out[0].1.to_f32().expect("f32").iter().copied());
     }

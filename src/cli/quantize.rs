@@ -23,7 +23,7 @@ pub struct QuantizeArgs {
     /// Weight format of compute layers (e.g. int4, e2m1, fp8-e4m3fn, mxfp4).
     #[arg(long)]
     pub weights: Option<String>,
-    /// Input-activation format of compute layers (e.g. int8, e4m3).
+    /// Input-activation format of compute layers (e.g. int8, e4m3; `e4m3:unsigned`: e4m4:unsigned on non-negative tensors, e4m3 elsewhere)
     #[arg(long)]
     pub acts: Option<String>,
     /// Format of the first and last compute layers (weights and inputs).

@@ -99,11 +99,35 @@ pub fn correct_bias(
             ),
         });
     }
-    let delta: Vec<f32> = mean_float
+    let delta: Vec<f64> = mean_float
         .iter()
         .zip(mean_quant)
-        .map(|(f, q)| (f - q) as f32)
+        .map(|(f, q)| f - q)
         .collect();
+    shift_bias(g, node, &delta)
+}
+
+/// Adds `delta` (one value per output channel) to the output of layer `node` through its bias,
+/// as [`correct_bias`] does; returns the shift as f32.
+pub fn shift_bias(g: &mut Graph, node: NodeId, delta: &[f64]) -> Result<Vec<f32>, PassError> {
+    let label = g.node(node).label();
+    let err = |reason: String| PassError::Node {
+        pass: PASS.into(),
+        node: label.clone(),
+        reason,
+    };
+    let layer = layer_of(g, node)
+        .ok_or_else(|| err("not a Conv/Gemm/MatMul with a constant f32 weight".into()))?;
+    let w = constant_f32(g, layer.weight).ok_or_else(|| err("weight is not constant".into()))?;
+    let n = layer.out_channels(&w);
+    if delta.len() != n {
+        return Err(PassError::Shape {
+            pass: PASS.into(),
+            what: format!("bias shift of {label}"),
+            detail: format!("{} values for {n} output channels", delta.len()),
+        });
+    }
+    let delta: Vec<f32> = delta.iter().map(|&d| d as f32).collect();
     if delta.iter().any(|d| !d.is_finite()) {
         return Err(err("non-finite output mean".into()));
     }

@@ -162,6 +162,13 @@ pub struct BiasCorrectionOptions {
     /// once per corrected layer, so this bounds the pass's cost on deep models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<usize>,
+    /// Match the means of the layer output itself even when a Relu/Clip is its only reader
+    /// (the textbook rule). By default such a layer's bias is chosen so that the mean *after*
+    /// the Relu/Clip matches the float network: with coarse formats (e.g. e4m3 activations)
+    /// the clamp rectifies the quantization noise, and matching the pre-activation mean then
+    /// leaves, or adds, a bias after it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_activation: bool,
 }
 
 fn default_fp_samples() -> usize {

@@ -182,6 +182,25 @@ fn unsigned_variant(f: Format) -> Format {
     }
 }
 
+/// The format of an activation requested as an unsigned minifloat `f` (`e4m3:unsigned`): on a
+/// non-negative tensor the bit a sign would take is an extra mantissa bit (`e4m4:unsigned`, same
+/// width and exponent bias), on any other tensor the signed format of the same split. When the
+/// wider split is not a valid format the requested one is kept.
+fn unsigned_float_act(f: quant_formats::FloatFormat, nonneg: bool) -> Format {
+    if !nonneg {
+        return Format::Float(quant_formats::FloatFormat { signed: true, ..f });
+    }
+    let wide = Format::Float(quant_formats::FloatFormat {
+        man_bits: f.man_bits + 1,
+        ..f
+    });
+    if wide.validate().is_ok() {
+        wide
+    } else {
+        Format::Float(f)
+    }
+}
+
 /// Chooses activation quantizers for every (tensor, format) pair of the plan.
 #[allow(clippy::too_many_arguments)]
 pub fn activation_quantizers(
@@ -211,10 +230,13 @@ pub fn activation_quantizers(
             })?;
             let stats = obs.stats();
             let nonneg = structurally_nonnegative(model, v) || (g.is_input(v) && stats.min >= 0.0);
-            let format = if unsigned_acts && nonneg {
-                unsigned_variant(fmt)
-            } else {
-                fmt
+            let format = match fmt {
+                // `ExMy:unsigned` as an activation format: the sign bit is free on a
+                // non-negative tensor and becomes a mantissa bit (same width); a tensor that
+                // can be negative keeps the signed format.
+                Format::Float(f) if !f.signed => unsigned_float_act(f, nonneg),
+                _ if unsigned_acts && nonneg => unsigned_variant(fmt),
+                _ => fmt,
             };
             let cal = set.calibrate(&name, method, &format, rounding)?;
             out.insert(
@@ -309,4 +331,30 @@ pub fn quantize_weight(
         mx_axis: None,
         values,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn float(spec: &str) -> quant_formats::FloatFormat {
+        match spec.parse::<Format>().expect("format") {
+            Format::Float(f) => f,
+            other => panic!("{other} is not a minifloat"),
+        }
+    }
+
+    #[test]
+    fn unsigned_minifloat_acts_spend_the_sign_bit_on_the_mantissa() {
+        let f = float("e4m3:unsigned");
+        assert_eq!(unsigned_float_act(f, true).to_string(), "e4m4:unsigned");
+        assert_eq!(unsigned_float_act(f, false).to_string(), "e4m3");
+        let f = float("e2m1:unsigned");
+        assert_eq!(unsigned_float_act(f, true).to_string(), "e2m2:unsigned");
+        // same width as the signed format it stands for
+        assert_eq!(
+            unsigned_float_act(f, true).bits(),
+            Format::Float(float("e2m1")).bits()
+        );
+    }
 }

@@ -120,6 +120,11 @@ fn qonnx_parts(
             ],
         )),
         Format::Float(fl) => {
+            if !fl.signed && (fl.overflow != Overflow::Saturate || fl.no_zero()) {
+                return Err(err(
+                    "QONNX FloatQuant is always signed; mfq writes an unsigned minifloat as Relu + FloatQuant, which is exact only for saturating formats with a zero (a negative input becomes 0)",
+                ));
+            }
             if !fl.subnormals {
                 return Err(err(
                     "QONNX FloatQuant always produces subnormals (its reference ignores has_subnormal); use a format with subnormals",
@@ -191,6 +196,20 @@ fn insert_qonnx(
     let (op, extra, attrs) = qonnx_parts(what, f)?;
     let base = model.graph.value(x).name.clone();
     let s = add_const(model, &format!("{base}_scale"), scale);
+    // FloatQuant has no unsigned variant: an unsigned (saturating) minifloat sends every
+    // negative input to 0, which a Relu in front reproduces exactly.
+    let x = match f {
+        Format::Float(fl) if !fl.signed => {
+            let r = new_value(model, &format!("{base}_nonneg"), x);
+            let node = Node {
+                name: model.graph.fresh_name(&format!("{base}_Relu")),
+                ..Node::new("Relu", vec![Some(x)], vec![Some(r)])
+            };
+            add_node(model, node, what)?;
+            r
+        }
+        _ => x,
+    };
     let mut inputs = vec![Some(x), Some(s)];
     let names = if op == "Quant" {
         ["zeropt", "bitwidth", "", ""]
@@ -916,7 +935,38 @@ fn insert_qdq_weight(
 
 #[cfg(test)]
 mod tests {
-    use super::changed_between;
+    use super::*;
+
+    /// An unsigned minifloat quantizer in QONNX (Relu + FloatQuant) computes exactly what the
+    /// format does, negative inputs included (FloatQuant alone is always signed).
+    #[test]
+    fn unsigned_minifloat_quantizer_is_exact_in_qonnx() {
+        let xs: Vec<f32> = vec![-3.0, -0.5, -0.01, 0.0, 0.3, 1.7, 5.0, 100.0];
+        for spec in ["e2m1:unsigned", "e4m3:unsigned", "e3m2:unsigned:bias=2"] {
+            let f: Format = spec.parse().expect("format");
+            let mut m = Model::default();
+            m.opsets.insert(String::new(), 17);
+            let mut v = Value::named("x");
+            v.dtype = Some(DType::F32);
+            v.shape = Some(vec![crate::ir::Dim::Known(xs.len())]);
+            let x = m.graph.add_value(v);
+            m.graph.inputs.push(x);
+            let y = insert_qonnx(&mut m, x, &f, f32_scalar(0.5), "test").expect("insert");
+            m.graph.outputs.push(y);
+            let out = crate::interp::Interpreter::new(&m)
+                .expect("interpreter")
+                .run(&[("x".into(), tensor_f32(&[xs.len()], xs.clone()).expect("x"))])
+                .expect("run");
+            let got = out[0].1.to_f32().expect("f32");
+            let mut want = vec![0f32; xs.len()];
+            f.fake_quantize(&xs, 0.5, &mut want);
+            assert_eq!(got.iter().copied().collect::<Vec<_>>(), want, "{spec}");
+            assert_eq!(want[0], 0.0, "{spec}: a negative input becomes 0");
+        }
+        // non-saturating unsigned formats cannot be written this way
+        let f: Format = "e4m3:unsigned:ieee:nonsat".parse().expect("format");
+        assert!(qonnx_parts("w", &f).is_err());
+    }
 
     #[test]
     fn opset_changes_count_only_inside_the_raised_range() {

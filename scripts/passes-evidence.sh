@@ -13,6 +13,7 @@
 #   TECHS="gptq bias …"  only these techniques (round-to-nearest and its seeds always run)
 #   FULL=1               also the settings/techniques too slow for the shared machine
 #   W2_N, W3_N, W3_EVAL  calibration / evaluation sample counts of the reduced settings
+#   REPORT=file          where the report goes (default docs/reports/passes.md)
 #   DRY=1                run nothing, only regenerate the report from the finished runs (runs
 #                        of the selected configuration that are missing are listed as such)
 # Needs the cached workloads: bash scripts/prepare-test-data.sh
@@ -150,7 +151,7 @@ if [[ " $ONLY " == *" w3 "* ]]; then
   fi
 fi
 
-"$PY" - "$OUT" docs/reports/passes.md <<'PYEOF'
+"$PY" - "$OUT" "${REPORT:-docs/reports/passes.md}" <<'PYEOF'
 import glob, json, os, sys, datetime
 out, dst = sys.argv[1], sys.argv[2]
 R, LOAD = {}, {}

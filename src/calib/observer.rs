@@ -50,27 +50,43 @@ impl RangeStats {
         }
     }
 
-    /// Adds `x` (all finite: checked by the caller). Sixteen independent lanes let the
-    /// compiler use vector min/max; the result is the exact minimum and maximum either way.
-    fn update(&mut self, x: &[f32]) {
+    /// Minimum and maximum of `x` (±infinity when empty) and whether every value is finite, in
+    /// one pass. Sixteen independent lanes let the compiler use vector min/max and compares;
+    /// the result is the exact minimum and maximum either way (a NaN never wins a comparison,
+    /// and is caught by the `v != v` lane test).
+    fn scan(x: &[f32]) -> (f32, f32, bool) {
         const L: usize = 16;
-        let mut lo = [self.min; L];
-        let mut hi = [self.max; L];
+        let mut lo = [f32::INFINITY; L];
+        let mut hi = [f32::NEG_INFINITY; L];
+        let mut nan = [false; L];
         let chunks = x.chunks_exact(L);
         let rest = chunks.remainder();
         for c in chunks {
             for i in 0..L {
                 lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
                 hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+                nan[i] |= c[i] != c[i];
             }
         }
         for &v in rest {
             lo[0] = lo[0].min(v);
             hi[0] = hi[0].max(v);
+            nan[0] |= v.is_nan();
         }
-        self.min = lo.iter().copied().fold(self.min, f32::min);
-        self.max = hi.iter().copied().fold(self.max, f32::max);
-        self.count += x.len() as u64;
+        let min = lo.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = hi.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let finite =
+            !nan.iter().any(|&b| b) && (x.is_empty() || (min.is_finite() && max.is_finite()));
+        (min, max, finite)
+    }
+
+    /// Adds a batch whose minimum and maximum are `min` and `max` (as from [`Self::scan`]).
+    fn add(&mut self, min: f32, max: f32, n: usize) {
+        if n > 0 {
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
+        }
+        self.count += n as u64;
     }
 
     fn merge(&mut self, other: &RangeStats) {
@@ -130,10 +146,9 @@ impl TensorObserver {
     /// error naming the tensor and the flat index within this batch; nothing of the batch is
     /// counted then.
     pub fn observe(&mut self, x: &[f32]) -> Result<(), CalibError> {
-        // Vectorizable screen first (NaN fails `<=`); the index is searched only on failure.
-        let all_finite = x
-            .chunks(64)
-            .all(|c| c.iter().fold(true, |ok, v| ok & (v.abs() <= f32::MAX)));
+        // One vectorizable pass finds the range and screens for NaN/infinity; the index is
+        // searched only on failure.
+        let (min, max, all_finite) = RangeStats::scan(x);
         if !all_finite {
             if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(CalibError::NonFinite {
@@ -143,7 +158,7 @@ impl TensorObserver {
                 });
             }
         }
-        self.stats.update(x);
+        self.stats.add(min, max, x.len());
         if let Some(h) = &mut self.hist {
             h.observe(x).map_err(|e| self.rename(e))?;
         }

@@ -53,7 +53,7 @@ impl RangeStats {
     /// Minimum and maximum of `x` (±infinity when empty) and whether every value is finite, in
     /// one pass. Sixteen independent lanes let the compiler use vector min/max and compares;
     /// the result is the exact minimum and maximum either way (a NaN never wins a comparison,
-    /// and is caught by the `v != v` lane test).
+    /// and is caught by the per-lane NaN test).
     fn scan(x: &[f32]) -> (f32, f32, bool) {
         const L: usize = 16;
         let mut lo = [f32::INFINITY; L];
@@ -65,7 +65,7 @@ impl RangeStats {
             for i in 0..L {
                 lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
                 hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
-                nan[i] |= c[i] != c[i];
+                nan[i] |= c[i].is_nan();
             }
         }
         for &v in rest {

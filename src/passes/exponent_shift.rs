@@ -6,7 +6,10 @@
 //! `x_j · 2^k_j` per tensor with bias ρ and multiplying weight row j of every consumer by
 //! `2^−k_j`; the `2^k_j` is folded into the producer (norm scale/bias or the producing layer's
 //! output channels) or an inserted `Mul`. ρ is searched on the grid `c · min_j b̃_j`,
-//! c ∈ [0.01, 1.2] in 100 steps, minimising the activation quantization MSE.
+//! c ∈ [0.01, 1.2] in 100 steps, minimising the consumers' expected output error (activation
+//! rounding weighted by the weight columns, plus the weights rounded after the shift) when the
+//! weight format is known, the activation quantization MSE otherwise; the same grid without
+//! offsets is searched too, so the shift is kept only where it lowers that error.
 //!
 //! A bias b̃ of the generic ExMy format (default bias b0, subnormals, no special codes) is the
 //! same grid as that format at scale `2^(b0 − b̃)`, which is how it is applied here.
@@ -56,12 +59,71 @@ pub struct ExponentShift {
     pub offsets: Vec<u32>,
     /// Per-tensor scale realising ρ on the generic ExMy format.
     pub scale: f32,
-    /// Mean squared activation quantization error at the chosen ρ.
+    /// The search objective at the chosen ρ: the activation quantization MSE, or with the
+    /// consumers' weights known the expected output error per sample row (see [`search_rho`]).
     pub mse: f64,
 }
 
-/// Searches ρ for activation samples `x [n, C]` (channels as columns).
-pub fn search_rho(x: ArrayView2<'_, f32>, e: u8, m: u8) -> Result<ExponentShift, PassError> {
+/// The consumers' weights as the ρ search needs them, flattened: every element with the input
+/// channel it multiplies and its output channel, and the weight format (per-output-channel
+/// abs-max scales).
+pub struct WeightSide<'a> {
+    /// `(values, input channel, output channel, number of output channels)` per consumer.
+    pub weights: Vec<(Vec<f32>, Vec<usize>, Vec<usize>, usize)>,
+    /// Weight format of the consumers.
+    pub format: &'a Format,
+}
+
+impl WeightSide<'_> {
+    /// `Σ_j E[x_j²] · Σ_o (W_oj − Q(W_oj·2^−k_j)·2^k_j)²` over every consumer: the expected
+    /// output error from weight rounding after the shift (cross terms neglected), with `m2[j]`
+    /// the second moment of channel j.
+    fn error(&self, offsets: &[u32], m2: &[f64]) -> f64 {
+        let maxv = self.format.max_value() as f32;
+        let mut err = 0f64;
+        for (w, chan, out, outs) in &self.weights {
+            let f = |i: usize| 2f32.powi(-(offsets[chan[i]] as i32));
+            let mut amax = vec![0f32; *outs];
+            for (i, v) in w.iter().enumerate() {
+                amax[out[i]] = amax[out[i]].max((v * f(i)).abs());
+            }
+            for (i, &v) in w.iter().enumerate() {
+                let s = amax[out[i]] / maxv;
+                let q = if s > 0.0 {
+                    s * self.format.quantize_value(v * f(i) / s) / f(i)
+                } else {
+                    0.0
+                };
+                err += m2[chan[i]] * f64::from(v - q).powi(2);
+            }
+        }
+        err
+    }
+
+    /// `Σ_o W_oj²` per input channel (`channels` of them).
+    fn column_norms(&self, channels: usize) -> Vec<f64> {
+        let mut n = vec![0f64; channels];
+        for (w, chan, _, _) in &self.weights {
+            for (i, &v) in w.iter().enumerate() {
+                n[chan[i]] += f64::from(v).powi(2);
+            }
+        }
+        n
+    }
+}
+
+/// Searches ρ for activation samples `x [n, C]` (channels as columns). Without `weights` the
+/// objective is the activation quantization MSE. With them it is the expected error of the
+/// consumers' outputs: each channel's activation error weighted by `Σ_o W_oj²`, plus the
+/// error of the consumers' weights rounded after the `2^−k_j` shift (which can push whole
+/// weight rows into a narrow format's underflow), and the grid also holds every ρ without
+/// offsets (plain per-tensor scales), so the shift is used only where it pays.
+pub fn search_rho(
+    x: ArrayView2<'_, f32>,
+    e: u8,
+    m: u8,
+    weights: Option<&WeightSide<'_>>,
+) -> Result<ExponentShift, PassError> {
     let f = FloatFormat::generic(e, m);
     let fmt = Format::Float(f);
     fmt.validate().map_err(|err| PassError::InvalidOption {
@@ -86,28 +148,66 @@ pub fn search_rho(x: ArrayView2<'_, f32>, e: u8, m: u8) -> Result<ExponentShift,
             reason: "every channel is zero or non-finite".into(),
         });
     }
+    let c = x.ncols();
+    let rows = x.nrows().max(1) as f64;
+    // channel weights of the activation error and second moments for the weight error
+    let (colw, m2): (Vec<f64>, Vec<f64>) = match weights {
+        Some(ws) => (
+            ws.column_norms(c),
+            x.columns()
+                .into_iter()
+                .map(|col| col.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / rows)
+                .collect(),
+        ),
+        None => (vec![1.0; c], vec![0.0; c]),
+    };
     let mut best: Option<ExponentShift> = None;
-    for i in 0..100 {
-        let c = 0.01 + (1.2 - 0.01) * f64::from(i) / 99.0;
-        let rho = c * init;
-        let offsets = channel_offsets(&cmax, e, m, rho);
-        let scale = scale_for_bias(e, rho);
-        let mut err = 0f64;
-        for row in x.rows() {
-            for (j, &v) in row.iter().enumerate() {
-                let s = scale * 2f32.powi(-(offsets[j] as i32));
-                let q = s * fmt.quantize_value(v / s);
-                err += f64::from(v - q).powi(2);
-            }
+    let with_plain = weights.is_some();
+    let mut plain_werr: Option<f64> = None;
+    for plain in [false, true] {
+        if plain && !with_plain {
+            continue;
         }
-        let mse = err / x.len().max(1) as f64;
-        if best.as_ref().map(|b| mse < b.mse).unwrap_or(true) {
-            best = Some(ExponentShift {
-                rho,
-                offsets,
-                scale,
-                mse,
-            });
+        for i in 0..100 {
+            let cf = 0.01 + (1.2 - 0.01) * f64::from(i) / 99.0;
+            let rho = cf * init;
+            let offsets = if plain {
+                vec![0; c]
+            } else {
+                channel_offsets(&cmax, e, m, rho)
+            };
+            let scale = scale_for_bias(e, rho);
+            let mut err = vec![0f64; c];
+            for row in x.rows() {
+                for (j, &v) in row.iter().enumerate() {
+                    let s = scale * 2f32.powi(-(offsets[j] as i32));
+                    let q = s * fmt.quantize_value(v / s);
+                    err[j] += f64::from(v - q).powi(2);
+                }
+            }
+            // without weights: the mean over all elements (the activation MSE)
+            let per = if weights.is_some() {
+                rows
+            } else {
+                x.len().max(1) as f64
+            };
+            let act: f64 = err.iter().zip(&colw).map(|(e, w)| e * w).sum::<f64>() / per;
+            // the weight error without offsets is the same for every plain candidate
+            let werr = match (weights, plain) {
+                (None, _) => 0.0,
+                (Some(_), true) => *plain_werr
+                    .get_or_insert_with(|| weights.map_or(0.0, |ws| ws.error(&offsets, &m2))),
+                (Some(ws), false) => ws.error(&offsets, &m2),
+            };
+            let mse = act + werr;
+            if best.as_ref().map(|b| mse < b.mse).unwrap_or(true) {
+                best = Some(ExponentShift {
+                    rho,
+                    offsets,
+                    scale,
+                    mse,
+                });
+            }
         }
     }
     best.ok_or_else(|| PassError::Numeric {
@@ -145,6 +245,21 @@ fn per_out_zero_mask(l: &Layer, w: &ndarray::ArrayD<f32>, fmt: &Format) -> Vec<b
         zero[i] = *v != 0.0 && (s == 0.0 || fmt.quantize_value(v / s) == 0.0);
     }
     zero
+}
+
+/// The input channel (of the layer's input tensor) each element of weight `w` multiplies, in
+/// standard order.
+fn input_channels(l: &Layer, w: &ndarray::ArrayD<f32>) -> Vec<usize> {
+    let in_ax = l.in_axis();
+    let cg = w.shape().get(1).copied().unwrap_or(1);
+    w.indexed_iter()
+        .map(|(idx, _)| match l.kind {
+            LayerKind::Conv { groups } => {
+                (idx[0] / (w.shape()[0] / groups.max(1)).max(1)) * cg + idx[1]
+            }
+            _ => idx[in_ax],
+        })
+        .collect()
 }
 
 /// Searches ρ and the offsets for tensor `tensor` from samples `x [n, C]` and folds
@@ -190,7 +305,31 @@ pub fn exponent_shift(
     {
         return Err(err("consumers disagree on the channel axis".into()));
     }
-    let shift = search_rho(x, e, m)?;
+    let side = weight_format.map(|f| WeightSide {
+        weights: layers
+            .iter()
+            .filter_map(|l| {
+                let w = constant_f32(g, l.weight)?;
+                let chan = input_channels(l, &w);
+                let ax = l.out_axis();
+                let out: Vec<usize> = w.indexed_iter().map(|(idx, _)| idx[ax]).collect();
+                let outs = w.shape().get(ax).copied().unwrap_or(1);
+                Some((w.iter().copied().collect(), chan, out, outs))
+            })
+            .collect(),
+        format: f,
+    });
+    if side.as_ref().is_some_and(|s| {
+        s.weights
+            .iter()
+            .any(|(_, ch, _, _)| ch.iter().any(|&j| j >= x.ncols()))
+    }) {
+        return Err(err(format!(
+            "the consumers' weights have more input channels than the {} sampled",
+            x.ncols()
+        )));
+    }
+    let shift = search_rho(x, e, m, side.as_ref())?;
     let before: Vec<Vec<bool>> = match weight_format {
         Some(f) => layers
             .iter()
@@ -216,16 +355,9 @@ pub fn exponent_shift(
                 continue;
             };
             let after = per_out_zero_mask(l, &w, f);
-            let in_ax = l.in_axis();
-            let cg = w.shape()[1];
-            for (i, (idx, _)) in w.indexed_iter().enumerate() {
+            let chan = input_channels(l, &w);
+            for (i, &j) in chan.iter().enumerate() {
                 if after[i] && !b.get(i).copied().unwrap_or(false) {
-                    let j = match l.kind {
-                        LayerKind::Conv { groups } => {
-                            (idx[0] / (w.shape()[0] / groups.max(1))) * cg + idx[1]
-                        }
-                        _ => idx[in_ax],
-                    };
                     underflow.insert(j);
                 }
             }
@@ -261,7 +393,7 @@ mod tests {
     fn shift_is_bit_exact_with_per_channel_bias() {
         let x = outlier_rows();
         let (e, m) = (4u8, 3u8);
-        let sh = search_rho(x.view(), e, m).expect("search");
+        let sh = search_rho(x.view(), e, m, None).expect("search");
         assert!(sh.offsets.iter().any(|&k| k > 0), "{:?}", sh.offsets);
         let fmt = Format::Float(FloatFormat::generic(e, m));
         let scales: Vec<f32> = sh

@@ -20,6 +20,7 @@ use super::PassError;
 use crate::ir::Model;
 use ndarray::ArrayView2;
 use quant_formats::{FloatFormat, Format};
+use rayon::prelude::*;
 
 const PASS: &str = "exponent-shift";
 
@@ -161,6 +162,9 @@ pub fn search_rho(
         ),
         None => (vec![1.0; c], vec![0.0; c]),
     };
+    // channels as contiguous columns, quantized with the vectorised slice kernel
+    let cols: Vec<Vec<f32>> = x.columns().into_iter().map(|c| c.to_vec()).collect();
+    let quantizer = quant_formats::Quantizer::new(&fmt, quant_formats::Rounding::HalfEven);
     let mut best: Option<ExponentShift> = None;
     let with_plain = weights.is_some();
     let mut plain_werr: Option<f64> = None;
@@ -177,14 +181,19 @@ pub fn search_rho(
                 channel_offsets(&cmax, e, m, rho)
             };
             let scale = scale_for_bias(e, rho);
-            let mut err = vec![0f64; c];
-            for row in x.rows() {
-                for (j, &v) in row.iter().enumerate() {
+            let err: Vec<f64> = cols
+                .par_iter()
+                .enumerate()
+                .map(|(j, col)| {
                     let s = scale * 2f32.powi(-(offsets[j] as i32));
-                    let q = s * fmt.quantize_value(v / s);
-                    err[j] += f64::from(v - q).powi(2);
-                }
-            }
+                    let mut q = vec![0f32; col.len()];
+                    quantizer.fake_quantize(col, s, &mut q);
+                    col.iter()
+                        .zip(&q)
+                        .map(|(&v, &q)| f64::from(v - q).powi(2))
+                        .sum::<f64>()
+                })
+                .collect();
             // without weights: the mean over all elements (the activation MSE)
             let per = if weights.is_some() {
                 rows

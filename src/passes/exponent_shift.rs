@@ -69,10 +69,22 @@ pub struct ExponentShift {
 /// channel it multiplies and its output channel, and the weight format (per-output-channel
 /// abs-max scales).
 pub struct WeightSide<'a> {
-    /// `(values, input channel, output channel, number of output channels)` per consumer.
-    pub weights: Vec<(Vec<f32>, Vec<usize>, Vec<usize>, usize)>,
+    /// One entry per consumer.
+    pub weights: Vec<ConsumerWeight>,
     /// Weight format of the consumers.
     pub format: &'a Format,
+}
+
+/// One consumer's weight, flattened in standard order.
+pub struct ConsumerWeight {
+    /// The values.
+    pub values: Vec<f32>,
+    /// Input channel (of the shifted tensor) each value multiplies.
+    pub input: Vec<usize>,
+    /// Output channel of each value (its per-channel scale).
+    pub output: Vec<usize>,
+    /// Number of output channels.
+    pub outputs: usize,
 }
 
 impl WeightSide<'_> {
@@ -82,9 +94,10 @@ impl WeightSide<'_> {
     fn error(&self, offsets: &[u32], m2: &[f64]) -> f64 {
         let maxv = self.format.max_value() as f32;
         let mut err = 0f64;
-        for (w, chan, out, outs) in &self.weights {
+        for cw in &self.weights {
+            let (w, chan, out) = (&cw.values, &cw.input, &cw.output);
             let f = |i: usize| 2f32.powi(-(offsets[chan[i]] as i32));
-            let mut amax = vec![0f32; *outs];
+            let mut amax = vec![0f32; cw.outputs];
             for (i, v) in w.iter().enumerate() {
                 amax[out[i]] = amax[out[i]].max((v * f(i)).abs());
             }
@@ -104,9 +117,9 @@ impl WeightSide<'_> {
     /// `Σ_o W_oj²` per input channel (`channels` of them).
     fn column_norms(&self, channels: usize) -> Vec<f64> {
         let mut n = vec![0f64; channels];
-        for (w, chan, _, _) in &self.weights {
-            for (i, &v) in w.iter().enumerate() {
-                n[chan[i]] += f64::from(v).powi(2);
+        for cw in &self.weights {
+            for (&v, &j) in cw.values.iter().zip(&cw.input) {
+                n[j] += f64::from(v).powi(2);
             }
         }
         n
@@ -323,7 +336,12 @@ pub fn exponent_shift(
                 let ax = l.out_axis();
                 let out: Vec<usize> = w.indexed_iter().map(|(idx, _)| idx[ax]).collect();
                 let outs = w.shape().get(ax).copied().unwrap_or(1);
-                Some((w.iter().copied().collect(), chan, out, outs))
+                Some(ConsumerWeight {
+                    values: w.iter().copied().collect(),
+                    input: chan,
+                    output: out,
+                    outputs: outs,
+                })
             })
             .collect(),
         format: f,
@@ -331,7 +349,7 @@ pub fn exponent_shift(
     if side.as_ref().is_some_and(|s| {
         s.weights
             .iter()
-            .any(|(_, ch, _, _)| ch.iter().any(|&j| j >= x.ncols()))
+            .any(|cw| cw.input.iter().any(|&j| j >= x.ncols()))
     }) {
         return Err(err(format!(
             "the consumers' weights have more input channels than the {} sampled",

@@ -662,25 +662,7 @@ fn fuse_clamps(model: &Model, steps: &mut [Step]) {
         let Some(out) = steps[j].outputs[0] else {
             continue;
         };
-        // Bounds (Clip inputs 1 and 2) must be constants known now (not overridable inputs).
-        let mut consts: Vec<Option<&Tensor>> = vec![None];
-        let mut ok = true;
-        for inp in steps[j].inputs.iter().skip(1) {
-            match inp {
-                None => consts.push(None),
-                Some(c) if g.producer(*c).is_none() && !g.inputs.contains(c) => {
-                    match &g.value(*c).constant {
-                        Some(t) => consts.push(Some(t.as_ref())),
-                        None => ok = false,
-                    }
-                }
-                Some(_) => ok = false,
-            }
-        }
-        if !ok {
-            continue;
-        }
-        let Some(act) = steps[j].op.as_clamp(&consts) else {
+        let Some(act) = constant_clamp(g, &steps[j].inputs, steps[j].op.as_ref()) else {
             continue;
         };
         let Some(op) = steps[i].op.with_clamp(act) else {
@@ -690,6 +672,26 @@ fn fuse_clamps(model: &Model, steps: &mut [Step]) {
         steps[i].fused = Some(Fused { op, op_type, out });
         steps[j].fused_away = true;
     }
+}
+
+/// The clamp a Relu/Clip op applies, when its bounds (inputs after the first) are constants
+/// known now (not overridable graph inputs); `inputs` are the node's inputs, `op` its built op.
+pub(crate) fn constant_clamp(
+    g: &crate::ir::Graph,
+    inputs: &[Option<ValueId>],
+    op: &dyn Op,
+) -> Option<crate::kernels::conv::Clamp> {
+    let mut consts: Vec<Option<&Tensor>> = vec![None];
+    for inp in inputs.iter().skip(1) {
+        match inp {
+            None => consts.push(None),
+            Some(c) if g.producer(*c).is_none() && !g.inputs.contains(c) => {
+                consts.push(Some(g.value(*c).constant.as_deref()?));
+            }
+            Some(_) => return None,
+        }
+    }
+    op.as_clamp(&consts)
 }
 
 fn batch_size(feeds: &[(String, Tensor)]) -> Result<usize, InterpError> {

@@ -900,17 +900,8 @@ fn sole_clamp(m: &Model, out: &str) -> Option<Clamp> {
     if !onnx || !matches!(node.op_type.as_str(), "Relu" | "Clip") {
         return None;
     }
-    let mut consts: Vec<Option<&Tensor>> = vec![None];
-    for inp in node.inputs.iter().skip(1) {
-        match inp {
-            None => consts.push(None),
-            Some(c) if g.producer(*c).is_none() && !g.inputs.contains(c) => {
-                consts.push(Some(g.value(*c).constant.as_deref()?));
-            }
-            Some(_) => return None,
-        }
-    }
-    crate::interp::build_op(m, n).ok()?.as_clamp(&consts)
+    let op = crate::interp::build_op(m, n).ok()?;
+    crate::interp::constant_clamp(g, &node.inputs, op.as_ref())
 }
 
 fn apply_clamp(x: f32, c: Clamp) -> f32 {

@@ -620,21 +620,21 @@ fn only_attrs(node: &crate::ir::Node, allowed: &[&str]) -> bool {
         .all(|a| allowed.contains(&a.name.as_str()))
 }
 
+/// The sliding-window attributes Conv and MaxPool share.
+const WINDOW_ATTRS: [&str; 5] = ["kernel_shape", "strides", "pads", "dilations", "auto_pad"];
+
+/// [`only_attrs`] for a windowed op: the window attributes plus `extra`.
+fn only_window_attrs(node: &crate::ir::Node, extra: &[&str]) -> bool {
+    node.attrs.iter().all(|a| {
+        let n = a.name.as_str();
+        WINDOW_ATTRS.contains(&n) || extra.contains(&n)
+    })
+}
+
 /// A [`ConvStep`] for a Conv node the interpreter's kernel runs by im2col + GEMM (2-D, one
 /// group, more than one input channel, constant weights and bias, known attributes only).
 fn conv_step(g: &crate::ir::Graph, node: &crate::ir::Node) -> Option<ConvStep> {
-    if !only_attrs(
-        node,
-        &[
-            "kernel_shape",
-            "strides",
-            "pads",
-            "dilations",
-            "auto_pad",
-            "group",
-        ],
-    ) || attr_int(node, "group").unwrap_or(1) != 1
-    {
+    if !only_window_attrs(node, &["group"]) || attr_int(node, "group").unwrap_or(1) != 1 {
         return None;
     }
     let konst = |i: usize| -> Option<ArrayD<f32>> {
@@ -751,18 +751,7 @@ impl FastSim {
             } else if single
                 && onnx
                 && node.op_type == "MaxPool"
-                && only_attrs(
-                    node,
-                    &[
-                        "kernel_shape",
-                        "strides",
-                        "pads",
-                        "dilations",
-                        "auto_pad",
-                        "ceil_mode",
-                        "storage_order",
-                    ],
-                )
+                && only_window_attrs(node, &["ceil_mode", "storage_order"])
             {
                 let k = attr_ints(node, "kernel_shape");
                 let s = attr_ints(node, "strides").or(Some(vec![1, 1]));

@@ -22,7 +22,8 @@
 use super::exponent_shift::bias_from_clip;
 use super::PassError;
 use ndarray::{Array2, ArrayView2};
-use quant_formats::{FloatFormat, Format, IntFormat};
+use quant_formats::{FloatFormat, Format, IntFormat, Quantizer, Rounding};
+use rayon::prelude::*;
 
 const PASS: &str = "fp-search";
 const STEPS: usize = 100;
@@ -48,8 +49,9 @@ pub struct LayerSearch {
     pub mse_max_calibration: f64,
 }
 
-fn fq(fmt: &Format, v: f32, s: f32) -> f32 {
-    s * fmt.quantize_value(v / s)
+/// The search's quantizer of `fmt` (ties to even, as the layer's own quantizers).
+fn quantizer(fmt: &Format) -> Quantizer {
+    fmt.quantizer(Rounding::HalfEven)
 }
 
 /// Scale of `fmt` for a tensor/channel with max `m` at grid point `c` (c = 1: max calibration).
@@ -115,31 +117,67 @@ struct Layer<'a> {
 
 impl Layer<'_> {
     fn quant_w(&self, fmt: &Format, scales: &[f32]) -> Vec<Array2<f32>> {
+        let q = quantizer(fmt);
         let mut off = 0;
         self.w
             .iter()
             .map(|w| {
-                let o = off;
+                let mut out = Array2::zeros(w.dim());
+                for (r, (src, mut dst)) in w.rows().into_iter().zip(out.rows_mut()).enumerate() {
+                    let (src, dst) = (src.to_vec(), dst.as_slice_mut().expect("standard layout"));
+                    q.fake_quantize(&src, scales[off + r], dst);
+                }
                 off += w.nrows();
-                Array2::from_shape_fn(w.dim(), |(r, c)| fq(fmt, w[[r, c]], scales[o + r]))
+                out
             })
             .collect()
     }
     fn quant_x(&self, fmt: &Format, s: f32) -> Vec<Array2<f32>> {
-        self.x.iter().map(|x| x.mapv(|v| fq(fmt, v, s))).collect()
+        let q = quantizer(fmt);
+        self.x
+            .iter()
+            .map(|x| {
+                let src = x.as_standard_layout();
+                let mut out = Array2::zeros(x.dim());
+                q.fake_quantize(
+                    src.as_slice().expect("standard layout"),
+                    s,
+                    out.as_slice_mut().expect("standard layout"),
+                );
+                out
+            })
+            .collect()
     }
     fn mse(&self, xq: &[Array2<f32>], wq: &[Array2<f32>]) -> f64 {
         let mut e = 0f64;
         let mut n = 0usize;
         for ((x, w), y) in xq.iter().zip(wq).zip(&self.y) {
-            let d = x.dot(&w.t()) - y;
-            e += d.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
-            n += d.len();
+            e += sq_err(x.view(), w, y);
+            n += y.len();
         }
         e / n.max(1) as f64
     }
-    /// Per-channel scale search for one weight format given quantized inputs `xq`.
+    /// [`Layer::mse`] with the inputs quantized by `q` at scale `s` into one scratch buffer
+    /// (no quantized copy of the inputs is kept).
+    fn act_mse(&self, q: &Quantizer, s: f32, wq: &[Array2<f32>]) -> f64 {
+        let mut buf = Vec::new();
+        let mut e = 0f64;
+        let mut n = 0usize;
+        for ((x, w), y) in self.x.iter().zip(wq).zip(&self.y) {
+            let src = x.as_standard_layout();
+            buf.resize(x.len(), 0.0);
+            q.fake_quantize(src.as_slice().expect("standard layout"), s, &mut buf);
+            let xq = ArrayView2::from_shape(x.dim(), &buf).expect("same shape");
+            e += sq_err(xq, w, y);
+            n += y.len();
+        }
+        e / n.max(1) as f64
+    }
+    /// Per-channel scale search for one weight format given quantized inputs `xq`; output
+    /// channels are searched in parallel (each independently, so the result does not depend on
+    /// the thread count).
     fn search_weights(&self, fmt: &Format, xq: &[Array2<f32>]) -> Vec<f32> {
+        let q = quantizer(fmt);
         let mut scales = Vec::new();
         for ((w, x), wmax) in self.w.iter().zip(xq).zip(&self.wmax) {
             let n = x.nrows().max(1) as f32;
@@ -148,31 +186,68 @@ impl Layer<'_> {
                 .into_iter()
                 .map(|c| c.iter().map(|v| v * v).sum::<f32>() / n)
                 .collect();
-            for (o, row) in w.rows().into_iter().enumerate() {
-                let m = wmax[o];
-                let err = |s: f32| -> f64 {
-                    row.iter()
-                        .zip(&d)
-                        .map(|(&v, &dj)| f64::from(dj) * f64::from(v - fq(fmt, v, s)).powi(2))
-                        .sum()
-                };
-                let s1 = grid_scale(fmt, m, 1.0);
-                let mut best = (err(s1), s1);
-                for i in 0..STEPS {
-                    let s = grid_scale(fmt, m, grid(i));
-                    if !(s.is_finite() && s > 0.0) {
-                        continue;
+            let rows: Vec<Vec<f32>> = w.rows().into_iter().map(|r| r.to_vec()).collect();
+            let group: Vec<f32> = rows
+                .par_iter()
+                .zip(wmax.par_iter())
+                .map(|(row, &m)| {
+                    let mut buf = vec![0f32; row.len()];
+                    let mut err = |s: f32| -> f64 {
+                        q.fake_quantize(row, s, &mut buf);
+                        row.iter()
+                            .zip(&buf)
+                            .zip(&d)
+                            .map(|((&v, &r), &dj)| f64::from(dj) * f64::from(v - r).powi(2))
+                            .sum()
+                    };
+                    let s1 = grid_scale(fmt, m, 1.0);
+                    let mut best = (err(s1), s1);
+                    for i in 0..STEPS {
+                        let s = grid_scale(fmt, m, grid(i));
+                        if !(s.is_finite() && s > 0.0) {
+                            continue;
+                        }
+                        let e = err(s);
+                        if e < best.0 {
+                            best = (e, s);
+                        }
                     }
-                    let e = err(s);
-                    if e < best.0 {
-                        best = (e, s);
-                    }
-                }
-                scales.push(best.1);
-            }
+                    best.1
+                })
+                .collect();
+            scales.extend(group);
         }
         scales
     }
+}
+
+/// Output products at most this large (`in × out` of a group) are computed directly, not by a
+/// matrix product (depthwise convolutions: 9 × 1 per group).
+const DIRECT_MAX: usize = 64;
+
+/// `Σ (x·wᵀ − y)²` of one group.
+fn sq_err(x: ArrayView2<'_, f32>, w: &Array2<f32>, y: &Array2<f32>) -> f64 {
+    if w.len() > DIRECT_MAX {
+        let d = x.dot(&w.t()) - y;
+        return d.iter().map(|v| f64::from(*v).powi(2)).sum();
+    }
+    let (x, w, y) = (
+        x.as_standard_layout(),
+        w.as_standard_layout(),
+        y.as_standard_layout(),
+    );
+    let (Some(xs), Some(ws), Some(ys)) = (x.as_slice(), w.as_slice(), y.as_slice()) else {
+        unreachable!("standard layout arrays are contiguous")
+    };
+    let k = w.ncols().max(1);
+    let mut e = 0f64;
+    for (xr, yr) in xs.chunks_exact(k).zip(ys.chunks_exact(w.nrows().max(1))) {
+        for (wr, &yv) in ws.chunks_exact(k).zip(yr) {
+            let v: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+            e += f64::from(v - yv).powi(2);
+        }
+    }
+    e
 }
 
 /// Searches one layer (see the module doc). `w[g]` and `x[g]` are the groups' weight matrices
@@ -269,19 +344,33 @@ pub fn search_layer(
         if space.act_fixed {
             continue;
         }
-        for f in &space.act_formats {
-            for i in 0..=STEPS {
-                let c = if i == STEPS { 1.0 } else { grid(i) };
-                let s = grid_scale(f, l.amax, c);
-                if !(s.is_finite() && s > 0.0) {
-                    continue;
-                }
-                let cx = l.quant_x(f, s);
-                let e = l.mse(&cx, &wq);
-                if e < best {
-                    (best, af, a_s, xq) = (e, *f, s, cx);
-                }
+        // every (format, scale) candidate is scored independently in parallel; the winner is
+        // picked in candidate order, as a sequential scan would
+        let cands: Vec<(Format, f32)> = space
+            .act_formats
+            .iter()
+            .flat_map(|f| {
+                (0..=STEPS).filter_map(|i| {
+                    let c = if i == STEPS { 1.0 } else { grid(i) };
+                    let s = grid_scale(f, l.amax, c);
+                    (s.is_finite() && s > 0.0).then_some((*f, s))
+                })
+            })
+            .collect();
+        let errs: Vec<f64> = cands
+            .par_iter()
+            .map(|(f, s)| l.act_mse(&quantizer(f), *s, &wq))
+            .collect();
+        let mut win = None;
+        for (k, &e) in errs.iter().enumerate() {
+            if e < best {
+                best = e;
+                win = Some(k);
             }
+        }
+        if let Some(k) = win {
+            let (f, s) = cands[k];
+            (af, a_s, xq) = (f, s, l.quant_x(&f, s));
         }
     }
     Ok(LayerSearch {
@@ -457,5 +546,44 @@ mod tests {
         assert_eq!(r.act_scale, 0.5);
         assert_eq!(r.weight_scales.len(), 6);
         assert!(r.mse <= r.mse_max_calibration);
+    }
+
+    #[test]
+    fn search_does_not_depend_on_the_thread_count() {
+        // channels and candidates are scored in parallel; the result must be the sequential one
+        let x: Vec<Array2<f32>> = vec![inputs(96, 24, 31), inputs(96, 9, 32)];
+        let w: Vec<Array2<f32>> = vec![
+            Array2::from_shape_vec((12, 24), randn(288, 33)).expect("shape"),
+            Array2::from_shape_vec((1, 9), randn(9, 34)).expect("shape"),
+        ];
+        // one group per layer shape (a matrix layer and a depthwise-like 9-tap group)
+        let space = SearchSpace {
+            weight_formats: float_splits(4),
+            act_formats: float_splits(6),
+            act_fixed: false,
+            rounds: 2,
+        };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                (0..2)
+                    .map(|g| {
+                        search_layer(
+                            std::slice::from_ref(&w[g]),
+                            std::slice::from_ref(&x[g]),
+                            &space,
+                            None,
+                        )
+                        .expect("search")
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let one = run(1);
+        assert!(one.iter().all(|r| r.mse < r.mse_max_calibration));
+        assert_eq!(one, run(3));
     }
 }

@@ -15,7 +15,9 @@ use quant_formats::{FloatFormat, Format};
 
 use super::bias::{output_channel_axis, ChannelMean};
 use super::fp_search::{float_splits, search_layer, SearchSpace, Start};
-use super::gptq::{gptq_layer, hessian_dims, layer_input_rows, HessianAccumulator};
+use super::gptq::{
+    gptq_layer, gptq_layer_held_out, hessian_dims, layer_input_rows, HessianAccumulator,
+};
 use super::layer::{constant_f32, layer_of, weight_matrices, LayerKind};
 use super::{
     adaround, AdaRoundOptions, BiasCorrectionOptions, ExponentShiftOptions, FpSearchOptions, Pass,
@@ -527,6 +529,41 @@ pub fn fp_search(
     Ok(lines)
 }
 
+/// Hessian accumulators (one per group) of every target layer's float inputs over `data`.
+fn hessians(
+    m: &Model,
+    recipe: &Recipe,
+    data: &Dataset,
+    ts: &[Target],
+    what: &str,
+) -> Result<Vec<Vec<HessianAccumulator>>, QuantizeError> {
+    let mut acc: Vec<Vec<HessianAccumulator>> = Vec::new();
+    for t in ts {
+        let (dim, groups) = hessian_dims(&m.graph, t.node)?;
+        acc.push((0..groups).map(|_| HessianAccumulator::new(dim)).collect());
+    }
+    let want = by_input(ts);
+    let keys: Vec<ValueId> = want.keys().copied().collect();
+    let g = &m.graph;
+    stream(
+        m,
+        data,
+        recipe.batch_size.min(CAPTURE_BATCH),
+        &keys,
+        what,
+        &mut |v, a| {
+            for &i in want.get(&v).map(|x| x.as_slice()).unwrap_or(&[]) {
+                let rows = layer_input_rows(g, ts[i].node, &a.view())?;
+                for (h, r) in acc[i].iter_mut().zip(rows) {
+                    h.update(r.view())?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(acc)
+}
+
 /// `gptq` or `learned-rounding`: Hessians `2/n·XᵀX` of every weight-quantized layer from its
 /// float inputs over the calibration set (one per group), then each layer's weight rounded with
 /// its own quantizer (format and per-channel scales from `q`, which stay fixed).
@@ -541,34 +578,41 @@ pub fn round_weights(
     let what = pass.name();
     let mut lines = Vec::new();
     let ts = targets(m, q, what, &mut lines);
-    let mut acc: Vec<Vec<HessianAccumulator>> = Vec::new();
-    for t in &ts {
-        let (dim, groups) = hessian_dims(&m.graph, t.node)?;
-        acc.push((0..groups).map(|_| HessianAccumulator::new(dim)).collect());
+    // GPTQ's held-out check: the last `held` calibration samples are kept out of the fit.
+    let held = match pass {
+        Pass::Gptq(o) => (calib.len() as f64 * o.holdout).floor() as usize,
+        _ => 0,
+    };
+    let check = held > 0 && held < calib.len();
+    if let Pass::Gptq(o) = pass {
+        lines.push(if check {
+            format!(
+                "gptq: held-out check on {held} of {} calibration samples (holdout {})",
+                calib.len(),
+                o.holdout
+            )
+        } else {
+            format!(
+                "gptq: no held-out check (holdout {} of {} calibration samples)",
+                o.holdout,
+                calib.len()
+            )
+        });
     }
-    let want = by_input(&ts);
-    let keys: Vec<ValueId> = want.keys().copied().collect();
-    {
-        let g = &m.graph;
-        stream(
-            m,
-            calib,
-            recipe.batch_size.min(CAPTURE_BATCH),
-            &keys,
-            &format!("{what} Hessians"),
-            &mut |v, a| {
-                for &i in want.get(&v).map(|x| x.as_slice()).unwrap_or(&[]) {
-                    let rows = layer_input_rows(g, ts[i].node, &a.view())?;
-                    for (h, r) in acc[i].iter_mut().zip(rows) {
-                        h.update(r.view())?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-    }
+    let (fit_data, held_data) = if check {
+        let (a, b) = calib.split(calib.len() - held, None);
+        (a, Some(b))
+    } else {
+        (calib.clone(), None)
+    };
+    let acc = hessians(m, recipe, &fit_data, &ts, &format!("{what} Hessians"))?;
+    let acc_held = match &held_data {
+        Some(d) => Some(hessians(m, recipe, d, &ts, "gptq held-out Hessians")?),
+        None => None,
+    };
     let pb = crate::util::progress::bar(ts.len() as u64, what);
     let (mut sum_rtn, mut sum_new) = (0f64, 0f64);
+    let mut kept = 0usize;
     for (i, t) in ts.iter().enumerate() {
         pb.inc(1);
         let Some(wq) = q.weights.get(&t.weight) else {
@@ -583,20 +627,63 @@ pub fn round_weights(
         let s = |o: usize| scales.get(o).copied().unwrap_or(scales[0]);
         match pass {
             Pass::Gptq(o) => {
-                let res = gptq_layer(
-                    &mut m.graph,
-                    t.node,
-                    &hs,
-                    |oc, v| s(oc) * fmt.quantize_value(v / s(oc)),
-                    o,
-                )?;
-                lines.push(format!(
-                    "gptq: {} ({} groups, damping {:.3e}, {} dead columns)",
-                    t.name,
-                    hs.len(),
-                    res.damp,
-                    res.dead_columns
-                ));
+                let qz = fmt.quantizer(quant_formats::Rounding::HalfEven);
+                let quantize = |oc: usize, v: f32| s(oc) * qz.quantize_one(v / s(oc), 0);
+                if let Some(acc_held) = &acc_held {
+                    let held_hs: Vec<Array2<f64>> = acc_held[i]
+                        .iter()
+                        .map(|a| a.finish())
+                        .collect::<Result<_, _>>()?;
+                    let all_hs: Vec<Array2<f64>> = acc[i]
+                        .iter()
+                        .zip(&acc_held[i])
+                        .map(|(a, b)| {
+                            let mut a = a.clone();
+                            a.merge(b)?;
+                            a.finish()
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let (res, chk) = gptq_layer_held_out(
+                        &mut m.graph,
+                        t.node,
+                        &hs,
+                        &held_hs,
+                        &all_hs,
+                        quantize,
+                        o,
+                    )?;
+                    match res {
+                    Some(res) => {
+                        kept += 1;
+                        lines.push(format!(
+                            "gptq: {} ({} groups, damping {:.3e}, {} dead columns; held-out error {:.4e} vs round-to-nearest {:.4e})",
+                            t.name,
+                            hs.len(),
+                            res.damp,
+                            res.dead_columns,
+                            chk.gptq,
+                            chk.nearest
+                        ))
+                    }
+                    None => lines.push(format!(
+                        "gptq: {} rounded to nearest: GPTQ fitted on {} samples has held-out error {:.4e} >= round-to-nearest {:.4e}",
+                        t.name,
+                        fit_data.len(),
+                        chk.gptq,
+                        chk.nearest
+                    )),
+                }
+                } else {
+                    let res = gptq_layer(&mut m.graph, t.node, &hs, quantize, o)?;
+                    kept += 1;
+                    lines.push(format!(
+                        "gptq: {} ({} groups, damping {:.3e}, {} dead columns)",
+                        t.name,
+                        hs.len(),
+                        res.damp,
+                        res.dead_columns
+                    ));
+                }
             }
             Pass::LearnedRounding(o) => {
                 let second: Vec<Array2<f64>> = hs.iter().map(|h| h / 2.0).collect();
@@ -634,7 +721,11 @@ pub fn round_weights(
             sum_new
         )
     } else {
-        format!("gptq: {} layers rounded", ts.len())
+        format!(
+            "gptq: {} layers rounded, {kept} by GPTQ, {} to nearest by the held-out check",
+            ts.len(),
+            ts.len() - kept
+        )
     };
     lines.insert(0, head_line);
     Ok(lines)

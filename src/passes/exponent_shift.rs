@@ -93,6 +93,7 @@ impl WeightSide<'_> {
     /// the second moment of channel j.
     fn error(&self, offsets: &[u32], m2: &[f64]) -> f64 {
         let maxv = self.format.max_value() as f32;
+        let qz = self.format.quantizer(quant_formats::Rounding::HalfEven);
         let mut err = 0f64;
         for cw in &self.weights {
             let (w, chan, out) = (&cw.values, &cw.input, &cw.output);
@@ -104,7 +105,7 @@ impl WeightSide<'_> {
             for (i, &v) in w.iter().enumerate() {
                 let s = amax[out[i]] / maxv;
                 let q = if s > 0.0 {
-                    s * self.format.quantize_value(v * f(i) / s) / f(i)
+                    s * qz.quantize_one(v * f(i) / s, 0) / f(i)
                 } else {
                     0.0
                 };
@@ -257,6 +258,7 @@ pub struct ExponentShiftReport {
 fn per_out_zero_mask(l: &Layer, w: &ndarray::ArrayD<f32>, fmt: &Format) -> Vec<bool> {
     let ax = l.out_axis();
     let maxv = fmt.max_value() as f32;
+    let qz = fmt.quantizer(quant_formats::Rounding::HalfEven);
     let mut zero = vec![false; w.len()];
     let scales: Vec<f32> = w
         .axis_iter(ndarray::Axis(ax))
@@ -264,7 +266,7 @@ fn per_out_zero_mask(l: &Layer, w: &ndarray::ArrayD<f32>, fmt: &Format) -> Vec<b
         .collect();
     for (i, (idx, v)) in w.indexed_iter().enumerate() {
         let s = scales[idx[ax]];
-        zero[i] = *v != 0.0 && (s == 0.0 || fmt.quantize_value(v / s) == 0.0);
+        zero[i] = *v != 0.0 && (s == 0.0 || qz.quantize_one(v / s, 0) == 0.0);
     }
     zero
 }

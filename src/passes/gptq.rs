@@ -14,11 +14,11 @@
 
 use super::layer::{
     constant_f32, conv_im2col_rows, conv_params, layer_of, linear_rows, set_constant_f32,
-    weight_from_matrices, weight_matrices, LayerKind,
+    weight_from_matrices, weight_matrices, Layer, LayerKind,
 };
 use super::{GptqOptions, PassError};
 use crate::ir::{Graph, NodeId};
-use ndarray::{Array2, ArrayView2, ArrayViewD};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD};
 use rayon::prelude::*;
 
 const PASS: &str = "gptq";
@@ -408,17 +408,7 @@ pub fn gptq_layer<Q>(
 where
     Q: Fn(usize, f32) -> f32,
 {
-    let label = g.node(node).label();
-    let layer = layer_of(g, node).ok_or_else(|| PassError::Node {
-        pass: PASS.into(),
-        node: label.clone(),
-        reason: "not a Conv/Gemm/MatMul with a constant f32 weight".into(),
-    })?;
-    let w = constant_f32(g, layer.weight).ok_or_else(|| PassError::Node {
-        pass: PASS.into(),
-        node: label.clone(),
-        reason: "weight is not constant".into(),
-    })?;
+    let (label, layer, w) = float_layer(g, node)?;
     let mats = weight_matrices(&layer, &w)?;
     if hessians.len() != mats.len() {
         return Err(PassError::Shape {
@@ -471,6 +461,109 @@ where
         r.weight = out.swap_remove(0);
     }
     Ok(r)
+}
+
+/// The label, layer and float weight of a Conv/Gemm/MatMul node.
+fn float_layer(g: &Graph, node: NodeId) -> Result<(String, Layer, ArrayD<f32>), PassError> {
+    let label = g.node(node).label();
+    let layer = layer_of(g, node).ok_or_else(|| PassError::Node {
+        pass: PASS.into(),
+        node: label.clone(),
+        reason: "not a Conv/Gemm/MatMul with a constant f32 weight".into(),
+    })?;
+    let w = constant_f32(g, layer.weight).ok_or_else(|| PassError::Node {
+        pass: PASS.into(),
+        node: label.clone(),
+        reason: "weight is not constant".into(),
+    })?;
+    Ok((label, layer, w))
+}
+
+/// Held-out reconstruction errors of one layer: `Σ_o δ_o H δ_oᵀ` with `δ = Ŵ − W` and `H` the
+/// Hessian of held-out calibration inputs, for the GPTQ weight (fitted without those inputs)
+/// and for the round-to-nearest weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldOutCheck {
+    /// Error of the GPTQ weight.
+    pub gptq: f64,
+    /// Error of the round-to-nearest weight.
+    pub nearest: f64,
+}
+
+impl HeldOutCheck {
+    /// GPTQ generalises to the held-out inputs: its error is below round-to-nearest's.
+    pub fn keeps_gptq(&self) -> bool {
+        self.gptq < self.nearest
+    }
+}
+
+/// `Σ_o (wq_o − w_o) H (wq_o − w_o)ᵀ` over the rows `o` (f64; rows in parallel, summed in
+/// row order).
+fn quadratic_error(w: &Array2<f32>, wq: &Array2<f32>, h: &Array2<f64>) -> f64 {
+    let per_row: Vec<f64> = (0..w.nrows())
+        .into_par_iter()
+        .map(|o| {
+            let d: Vec<f64> = w
+                .row(o)
+                .iter()
+                .zip(wq.row(o))
+                .map(|(a, b)| f64::from(*b) - f64::from(*a))
+                .collect();
+            h.outer_iter()
+                .zip(&d)
+                .map(|(hr, di)| di * hr.iter().zip(&d).map(|(x, y)| x * y).sum::<f64>())
+                .sum()
+        })
+        .collect();
+    per_row.iter().sum()
+}
+
+/// GPTQ guarded against overfitting the calibration rows (a layer whose Hessian comes from few
+/// rows compared with its input features, e.g. the late 7×7 convolutions of a CNN on a few dozen
+/// images, can be fitted far below round-to-nearest on those rows and far above it on others).
+/// Rounds the layer with the `fit` Hessians, compares the held-out errors (see
+/// [`HeldOutCheck`]) on the `held_out` Hessians, then either rounds again with the `all`
+/// Hessians (GPTQ generalised; `Some` result) or leaves the float weight in place so that the
+/// layer is rounded to nearest by its quantizer (`None`). One Hessian per group in each slice.
+pub fn gptq_layer_held_out<Q>(
+    g: &mut Graph,
+    node: NodeId,
+    fit: &[Array2<f64>],
+    held_out: &[Array2<f64>],
+    all: &[Array2<f64>],
+    quantize: Q,
+    opts: &GptqOptions,
+) -> Result<(Option<GptqResult>, HeldOutCheck), PassError>
+where
+    Q: Fn(usize, f32) -> f32,
+{
+    let (label, layer, w0) = float_layer(g, node)?;
+    gptq_layer(g, node, fit, &quantize, opts)?;
+    let (_, _, wg) = float_layer(g, node)?;
+    let (m0, mg) = (weight_matrices(&layer, &w0)?, weight_matrices(&layer, &wg)?);
+    if held_out.len() != m0.len() {
+        return Err(PassError::Shape {
+            pass: PASS.into(),
+            what: format!("held-out Hessians of {label}"),
+            detail: format!("{} Hessians for {} groups", held_out.len(), m0.len()),
+        });
+    }
+    let mut check = HeldOutCheck {
+        gptq: 0.0,
+        nearest: 0.0,
+    };
+    for (gi, ((a, b), h)) in m0.iter().zip(&mg).zip(held_out).enumerate() {
+        let off = gi * a.nrows();
+        let r = Array2::from_shape_fn(a.raw_dim(), |(o, k)| quantize(off + o, a[[o, k]]));
+        check.gptq += quadratic_error(a, b, h);
+        check.nearest += quadratic_error(a, &r, h);
+    }
+    set_constant_f32(g, layer.weight, w0);
+    if !check.keeps_gptq() {
+        return Ok((None, check));
+    }
+    let r = gptq_layer(g, node, all, quantize, opts)?;
+    Ok((Some(r), check))
 }
 
 #[cfg(test)]
@@ -633,6 +726,104 @@ pub(crate) mod tests {
                 e_gptq < e_rtn,
                 "group {group}: gptq {e_gptq} vs rtn {e_rtn}"
             );
+        }
+    }
+
+    /// Rows `[n, k]` from one fixed distribution (a fixed low-rank part plus independent noise
+    /// of the same size, so every direction of the input space is used), coefficients and
+    /// noise drawn from `seed`: fit and held-out rows are samples of the same inputs.
+    fn same_distribution(n: usize, k: usize, seed: u64) -> Array2<f32> {
+        let basis = Array2::from_shape_vec((4, k), randn(4 * k, 1000)).expect("shape");
+        let coef = Array2::from_shape_vec((n, 4), randn(n * 4, seed + 2)).expect("shape");
+        let noise = Array2::from_shape_vec((n, k), randn(n * k, seed + 3)).expect("shape");
+        coef.dot(&basis) * 0.5 + noise
+    }
+
+    fn hessian(x: &Array2<f32>) -> Array2<f64> {
+        let mut acc = HessianAccumulator::new(x.ncols());
+        acc.update(x.view()).expect("update");
+        acc.finish().expect("h")
+    }
+
+    /// The held-out check rounds to nearest where GPTQ was fitted on fewer rows than input
+    /// features (it overfits them) and keeps GPTQ, re-fitted on all rows, where the rows
+    /// determine the Hessian.
+    #[test]
+    fn held_out_check_reverts_overfitted_layers() {
+        use crate::ir::AttrValue;
+        use crate::passes::equalize::tests::B;
+        let f: Format = "int4".parse().expect("fmt");
+        let (k, o) = (64, 24);
+        for (fit_rows, expect_kept) in [(24, false), (1024, true)] {
+            let mut b = B::new();
+            let x = b.input("x", &[1, k]);
+            let w0 = Array2::from_shape_vec((o, k), randn(o * k, 9)).expect("shape");
+            let w = b.constant(w0.clone().into_dyn());
+            let y = b.node(
+                "Gemm",
+                vec![x, w],
+                vec![("transB", AttrValue::Int(1))],
+                None,
+            );
+            b.m.graph.outputs.push(y);
+            let mut g = b.m.graph;
+            let node = g.node_ids()[0];
+            let q = rtn_quantizer(&w0, f);
+            let xf = same_distribution(fit_rows, k, 5);
+            let xh = same_distribution(512, k, 77);
+            let (hf, hh) = (hessian(&xf), hessian(&xh));
+            let mut all = HessianAccumulator::new(k);
+            all.update(xf.view()).expect("update");
+            all.update(xh.view()).expect("update");
+            let ha = all.finish().expect("h");
+            let opts = GptqOptions::default();
+            let (res, chk) = gptq_layer_held_out(
+                &mut g,
+                node,
+                std::slice::from_ref(&hf),
+                std::slice::from_ref(&hh),
+                std::slice::from_ref(&ha),
+                &q,
+                &opts,
+            )
+            .expect("gptq");
+            eprintln!(
+                "{fit_rows} fit rows: held-out gptq {:.4} vs nearest {:.4}",
+                chk.gptq, chk.nearest
+            );
+            assert_eq!(res.is_some(), expect_kept, "{fit_rows} rows: {chk:?}");
+            assert_eq!(chk.keeps_gptq(), expect_kept);
+            // the held-out errors are the reconstruction errors on the held-out rows
+            let mut g_fit = g.clone();
+            set_constant_f32(&mut g_fit, w, w0.clone().into_dyn());
+            gptq_layer(&mut g_fit, node, std::slice::from_ref(&hf), &q, &opts).expect("fit");
+            let wfit = constant_f32(&g_fit, w)
+                .expect("w")
+                .into_dimensionality()
+                .expect("2d");
+            let rtn = Array2::from_shape_fn((o, k), |(r, c)| q(r, w0[[r, c]]));
+            let scale = 2.0 / xh.nrows() as f64;
+            let (eg, en) = (
+                scale * recon_err(&xh, &w0, &wfit),
+                scale * recon_err(&xh, &w0, &rtn),
+            );
+            assert!((chk.gptq - eg).abs() <= 1e-3 * eg, "{} vs {eg}", chk.gptq);
+            assert!(
+                (chk.nearest - en).abs() <= 1e-3 * en,
+                "{} vs {en}",
+                chk.nearest
+            );
+            let after = constant_f32(&g, w).expect("w");
+            if expect_kept {
+                // re-fitted on all rows: the same weight as GPTQ with the merged Hessian
+                let mut g_all = g.clone();
+                set_constant_f32(&mut g_all, w, w0.clone().into_dyn());
+                gptq_layer(&mut g_all, node, std::slice::from_ref(&ha), &q, &opts).expect("all");
+                assert_eq!(after, constant_f32(&g_all, w).expect("w"));
+            } else {
+                // the float weight stays, to be rounded to nearest by the layer's quantizer
+                assert_eq!(after, w0.into_dyn());
+            }
         }
     }
 

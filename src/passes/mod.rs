@@ -78,6 +78,9 @@ fn default_damp() -> f64 {
 fn default_block() -> usize {
     128
 }
+fn default_holdout() -> f64 {
+    0.25
+}
 fn default_ada_iters() -> usize {
     1000
 }
@@ -142,6 +145,12 @@ pub struct GptqOptions {
     /// Quantize columns in order of decreasing Hessian diagonal.
     #[serde(default)]
     pub act_order: bool,
+    /// Fraction of the calibration samples held out to check each layer (default 0.25): GPTQ is
+    /// fitted on the rest and kept (re-fitted on all samples) only where its reconstruction
+    /// error on the held-out samples is below round-to-nearest's; otherwise the layer is
+    /// rounded to nearest. 0 turns the check off.
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
 }
 
 impl Default for GptqOptions {
@@ -150,6 +159,7 @@ impl Default for GptqOptions {
             damp: default_damp(),
             block: default_block(),
             act_order: false,
+            holdout: default_holdout(),
         }
     }
 }
@@ -385,6 +395,9 @@ impl Pass {
                 if o.block == 0 {
                     return bad("block", "must be at least 1");
                 }
+                if !(0.0..1.0).contains(&o.holdout) {
+                    return bad("holdout", "must be a fraction in [0, 1)");
+                }
             }
             Pass::FpSearch(o) => {
                 if o.samples == 0 {
@@ -610,6 +623,15 @@ mod tests {
             .expect_err("range")
             .to_string()
             .contains("alpha"));
+        for bad in [1.0, -0.1, f64::NAN] {
+            let mut a = toml::Table::new();
+            a.insert("holdout".into(), toml::Value::Float(bad));
+            let p = Pass::with_options("gptq", Some(&a)).expect("parses");
+            assert!(check_pipeline(&[p])
+                .expect_err("range")
+                .to_string()
+                .contains("holdout"));
+        }
     }
 
     #[test]

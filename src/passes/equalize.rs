@@ -1,6 +1,7 @@
 //! Cross-layer equalization (Nagel et al. 2019, "Data-free quantization"): for two layers joined
 //! by per-channel positive-homogeneous ops (`f(x/s) = f(x)/s` for s > 0: Relu, max/average
-//! pooling, Identity, Flatten of a 1×1 map), output channel c of the first layer is divided by
+//! pooling, Identity, Flatten of a 1×1 map; an `Add` of a constant with one value per channel,
+//! e.g. a bias exported as its own node, whose constant is scaled too), output channel c of the first layer is divided by
 //! `s_c = sqrt(r1_c / r2_c)` (weights and bias) and input channel c of the second multiplied by
 //! it, where `r1_c` / `r2_c` are the max-abs of the channel's weights. This leaves the float
 //! function unchanged and equalizes the per-channel weight ranges. Pairs are swept repeatedly
@@ -14,7 +15,7 @@
 
 use super::layer::{attr_int, constant_f32, layer_of, set_constant_f32, Layer, LayerKind};
 use super::{EqualizeOptions, PassError};
-use crate::ir::{Graph, Model, NodeId};
+use crate::ir::{Graph, Model, NodeId, ValueId};
 use ndarray::{ArrayD, Axis, Slice};
 
 const PASS: &str = "equalize-channels";
@@ -28,6 +29,8 @@ pub struct EqualizedPair {
     pub second: String,
     /// Channels.
     pub channels: usize,
+    /// Per-channel constant `Add`s between the two layers (scaled with the channels).
+    pub channel_adds: usize,
 }
 
 /// A candidate pair that was not equalized, with the reason.
@@ -54,11 +57,40 @@ pub struct EqualizeReport {
     pub last_max_change: f64,
 }
 
-/// Finds the layer that consumes `first`'s output through positive-homogeneous per-channel ops.
-fn follow(g: &Graph, first: &Layer) -> Result<Layer, String> {
+/// A constant added to the first layer's output on the way to the second (e.g. a bias exported
+/// as a separate `Add`): one value per channel along `axis`, scaled with the channel.
+#[derive(Debug, Clone, Copy)]
+struct ChannelConstant {
+    value: ValueId,
+    axis: usize,
+}
+
+/// The axis of a constant `Add` operand of shape `shape` that holds one value per channel of a
+/// rank-`rank` tensor whose channels lie on `channel_axis`, broadcasting from the right.
+fn per_channel_axis(shape: &[usize], rank: usize, channel_axis: usize, c: usize) -> Option<usize> {
+    let k = shape.len();
+    if k > rank || channel_axis + k < rank {
+        return None;
+    }
+    let axis = channel_axis + k - rank;
+    let ok = shape
+        .iter()
+        .enumerate()
+        .all(|(i, &d)| if i == axis { d == c } else { d == 1 });
+    ok.then_some(axis)
+}
+
+/// Finds the layer that consumes `first`'s output through positive-homogeneous per-channel ops
+/// and per-channel constant `Add`s (whose constants are scaled with the channels).
+fn follow(
+    g: &Graph,
+    first: &Layer,
+    channels: usize,
+) -> Result<(Layer, Vec<ChannelConstant>), String> {
     let mut v = first.output;
     let mut hops = 0;
     let mut flattened = false;
+    let mut adds = Vec::new();
     loop {
         if g.outputs.contains(&v) {
             return Err(format!("tensor '{}' is a graph output", g.value(v).name));
@@ -91,7 +123,7 @@ fn follow(g: &Graph, first: &Layer) -> Result<Layer, String> {
                         node.label()
                     ));
                 }
-                return Ok(l);
+                return Ok((l, adds));
             }
         }
         hops += 1;
@@ -102,6 +134,51 @@ fn follow(g: &Graph, first: &Layer) -> Result<Layer, String> {
             "Relu" | "Identity" | "GlobalAveragePool" | "GlobalMaxPool" => slot == 0,
             "MaxPool" => slot == 0 && node.outputs.iter().flatten().count() == 1,
             "AveragePool" => slot == 0,
+            "Add" => {
+                let other = node.inputs.get(1 - slot.min(1)).copied().flatten();
+                let conv_layout = matches!(first.kind, LayerKind::Conv { .. }) && !flattened;
+                // rank of the added tensor: its inferred shape, else a Conv output's rank is
+                // its weight's
+                let rank = g.value(v).static_shape().map(|s| s.len()).or_else(|| {
+                    match (conv_layout, g.value(first.weight).constant.as_deref()) {
+                        (true, Some(t)) => Some(t.shape().len()),
+                        _ => None,
+                    }
+                });
+                let constant = other.filter(|&o| {
+                    g.consumers(o).len() == 1
+                        && !g.is_input(o)
+                        && matches!(
+                            g.value(o).constant.as_deref(),
+                            Some(crate::tensor::Tensor::F32(_))
+                        )
+                });
+                let axis = match (constant, rank) {
+                    (Some(o), Some(r)) if slot <= 1 && node.inputs.len() == 2 => {
+                        let shape = g
+                            .value(o)
+                            .constant
+                            .as_deref()
+                            .map(|t| t.shape().to_vec())
+                            .unwrap_or_default();
+                        let ch = if conv_layout { 1 } else { r.saturating_sub(1) };
+                        per_channel_axis(&shape, r, ch, channels).map(|a| (o, a))
+                    }
+                    _ => None,
+                };
+                match axis {
+                    Some((value, axis)) => {
+                        adds.push(ChannelConstant { value, axis });
+                        true
+                    }
+                    None => {
+                        return Err(format!(
+                            "{} does not add an unshared constant with one value per channel",
+                            node.label()
+                        ))
+                    }
+                }
+            }
             "Flatten" => {
                 let axis = attr_int(g, c, "axis", 1);
                 let shape = g.value(v).static_shape();
@@ -251,7 +328,7 @@ pub fn equalize_channels(
         reason: e.to_string(),
     })?;
     let mut report = EqualizeReport::default();
-    let mut pairs: Vec<(Layer, Layer)> = Vec::new();
+    let mut pairs: Vec<(Layer, Layer, Vec<ChannelConstant>)> = Vec::new();
     let shared = |g: &Graph, l: &Layer| -> Option<String> {
         let wc = g.consumers(l.weight).len();
         let bc = l.bias.map(|b| g.consumers(b).len()).unwrap_or(1);
@@ -274,7 +351,10 @@ pub fn equalize_channels(
             next,
             reason,
         };
-        let second = match follow(g, &first) {
+        let Some(c1) = constant_f32(g, first.weight).map(|w| first.out_channels(&w)) else {
+            continue;
+        };
+        let (second, adds) = match follow(g, &first, c1) {
             Ok(s) => s,
             Err(reason) => {
                 report.skipped.push(skip("-".into(), reason));
@@ -292,7 +372,7 @@ pub fn equalize_channels(
         ) else {
             continue;
         };
-        let c1 = first.out_channels(&w1);
+        debug_assert_eq!(c1, first.out_channels(&w1));
         if in_channels(&second, &w2) != c1 {
             report.skipped.push(skip(
                 slabel,
@@ -317,15 +397,17 @@ pub fn equalize_channels(
             first: label.clone(),
             second: slabel,
             channels: c1,
+            channel_adds: adds.len(),
         });
-        pairs.push((first, second));
+        pairs.push((first, second, adds));
     }
     for it in 0..opts.iterations {
         let mut maxc: f64 = 0.0;
-        for (first, second) in &pairs {
+        for (first, second, adds) in &pairs {
+            let label = g.node(first.node).label();
             let err = |what: &str| PassError::Node {
                 pass: PASS.into(),
-                node: g.node(first.node).label(),
+                node: label.clone(),
                 reason: format!("{what} is not a constant f32 tensor"),
             };
             let mut w1 = constant_f32(g, first.weight).ok_or_else(|| err("weight"))?;
@@ -342,6 +424,14 @@ pub fn equalize_channels(
             set_constant_f32(g, second.weight, w2);
             if let (Some(b), Some(bv)) = (first.bias, b1) {
                 set_constant_f32(g, b, bv);
+            }
+            for a in adds {
+                let mut k = constant_f32(g, a.value).ok_or_else(|| err("added constant"))?;
+                for (c, &sc) in s.iter().enumerate() {
+                    k.index_axis_mut(Axis(a.axis), c)
+                        .mapv_inplace(|x| (f64::from(x) / sc) as f32);
+                }
+                set_constant_f32(g, a.value, k);
             }
         }
         report.iterations = it + 1;
@@ -584,5 +674,61 @@ pub(crate) mod tests {
             "{ratio_before} -> {ratio_after}"
         );
         assert!(rep.iterations >= 1);
+    }
+
+    /// A bias exported as its own `Add` (W1's CNTK graph: Conv → Add[C,1,1] → Relu → MaxPool →
+    /// Conv) joins a pair; its constant is scaled with the channels. An `Add` of a per-tensor
+    /// constant or of a shared constant does not.
+    #[test]
+    fn channel_constant_add_joins_a_pair() {
+        for (bias_shape, shared, expect_pair) in [
+            (vec![8usize, 1, 1], false, true),
+            (vec![1, 8, 1, 1], false, true),
+            (vec![1], false, false),
+            (vec![8, 1, 1], true, false),
+        ] {
+            let mut b = B::new();
+            let x = b.input("x", &[2, 3, 8, 8]);
+            let w1 = b.constant(skewed(&[8, 3, 3, 3], 1));
+            let y1 = b.node("Conv", vec![x, w1], conv_attrs(1, 1), Some(&[2, 8, 8, 8]));
+            let k = b.constant(rand_array(&bias_shape, 2));
+            let a1 = b.node("Add", vec![y1, k], vec![], Some(&[2, 8, 8, 8]));
+            let r1 = b.node("Relu", vec![a1], vec![], None);
+            let w2 = b.constant(skewed(&[8, 8, 3, 3], 5));
+            let y2 = b.node("Conv", vec![r1, w2], conv_attrs(1, 1), None);
+            let out = if shared {
+                // the bias constant also feeds a second Add
+                b.node("Add", vec![y2, k], vec![], None)
+            } else {
+                y2
+            };
+            b.m.graph.outputs.push(out);
+            let mut m = b.m;
+            let xin = rand_array(&[2, 3, 8, 8], 11) * 2.0;
+            let before = eval(&m, &xin);
+            let k0 = constant_f32(&m.graph, k).expect("k");
+            let rep = equalize_channels(&mut m, &EqualizeOptions::default()).expect("cle");
+            let after = eval(&m, &xin);
+            assert_eq!(
+                rep.pairs.len(),
+                usize::from(expect_pair),
+                "{bias_shape:?} {rep:?}"
+            );
+            let scale = before.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (a, e) in after.iter().zip(before.iter()) {
+                assert!((a - e).abs() <= 1e-5 * scale, "{bias_shape:?}: {a} vs {e}");
+            }
+            let k1 = constant_f32(&m.graph, k).expect("k");
+            if expect_pair {
+                assert_eq!(rep.pairs[0].channel_adds, 1);
+                assert_ne!(k0, k1, "the added constant is scaled with its channels");
+            } else {
+                assert_eq!(k0, k1);
+                assert!(
+                    rep.skipped.iter().any(|s| s.reason.contains("Add")),
+                    "{rep:?}"
+                );
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use quant_formats::{FloatFormat, Format};
 use super::bias::{output_channel_axis, ChannelMean};
 use super::fp_search::{float_splits, search_layer, SearchSpace, Start};
 use super::gptq::{
-    gptq_layer, gptq_layer_held_out, hessian_dims, layer_input_rows, HessianAccumulator,
+    gptq_layer, gptq_layer_held_out, hessian_dims, layer_input_rows, GptqResult, HessianAccumulator,
 };
 use super::layer::{constant_f32, layer_of, weight_matrices, LayerKind};
 use super::{
@@ -612,81 +612,70 @@ pub fn round_weights(
     };
     let pb = crate::util::progress::bar(ts.len() as u64, what);
     let (mut sum_rtn, mut sum_new) = (0f64, 0f64);
-    let mut kept = 0usize;
+    let (mut by_gptq, mut reverted) = (0usize, 0usize);
+    let finish = |accs: &[HessianAccumulator]| -> Result<Vec<Array2<f64>>, PassError> {
+        accs.iter().map(|a| a.finish()).collect()
+    };
     for (i, t) in ts.iter().enumerate() {
         pb.inc(1);
         let Some(wq) = q.weights.get(&t.weight) else {
             continue;
         };
-        let hs: Vec<Array2<f64>> = acc[i]
-            .iter()
-            .map(|a| a.finish())
-            .collect::<Result<_, _>>()?;
         let scales = wq.scales.clone();
         let fmt = wq.format;
         let s = |o: usize| scales.get(o).copied().unwrap_or(scales[0]);
         match pass {
             Pass::Gptq(o) => {
+                let groups = acc[i].len();
                 let qz = fmt.quantizer(quant_formats::Rounding::HalfEven);
                 let quantize = |oc: usize, v: f32| s(oc) * qz.quantize_one(v / s(oc), 0);
-                if let Some(acc_held) = &acc_held {
-                    let held_hs: Vec<Array2<f64>> = acc_held[i]
-                        .iter()
-                        .map(|a| a.finish())
-                        .collect::<Result<_, _>>()?;
-                    let all_hs: Vec<Array2<f64>> = acc[i]
-                        .iter()
-                        .zip(&acc_held[i])
-                        .map(|(a, b)| {
-                            let mut a = a.clone();
-                            a.merge(b)?;
-                            a.finish()
-                        })
-                        .collect::<Result<_, _>>()?;
-                    let (res, chk) = gptq_layer_held_out(
-                        &mut m.graph,
-                        t.node,
-                        &hs,
-                        &held_hs,
-                        &all_hs,
-                        quantize,
-                        o,
-                    )?;
-                    match res {
-                    Some(res) => {
-                        kept += 1;
-                        lines.push(format!(
-                            "gptq: {} ({} groups, damping {:.3e}, {} dead columns; held-out error {:.4e} vs round-to-nearest {:.4e})",
-                            t.name,
-                            hs.len(),
-                            res.damp,
-                            res.dead_columns,
-                            chk.gptq,
-                            chk.nearest
-                        ))
+                let rounded = |res: &GptqResult, note: String| {
+                    format!(
+                        "gptq: {} ({groups} groups, damping {:.3e}, {} dead columns{note})",
+                        t.name, res.damp, res.dead_columns
+                    )
+                };
+                let line = match &acc_held {
+                    None => {
+                        let hs = finish(&acc[i])?;
+                        let res = gptq_layer(&mut m.graph, t.node, &hs, quantize, o)?;
+                        by_gptq += 1;
+                        rounded(&res, String::new())
                     }
-                    None => lines.push(format!(
-                        "gptq: {} rounded to nearest: GPTQ fitted on {} samples has held-out error {:.4e} >= round-to-nearest {:.4e}",
-                        t.name,
-                        fit_data.len(),
-                        chk.gptq,
-                        chk.nearest
-                    )),
-                }
-                } else {
-                    let res = gptq_layer(&mut m.graph, t.node, &hs, quantize, o)?;
-                    kept += 1;
-                    lines.push(format!(
-                        "gptq: {} ({} groups, damping {:.3e}, {} dead columns)",
-                        t.name,
-                        hs.len(),
-                        res.damp,
-                        res.dead_columns
-                    ));
-                }
+                    Some(held) => {
+                        let (res, c) = gptq_layer_held_out(
+                            &mut m.graph,
+                            t.node,
+                            &acc[i],
+                            &held[i],
+                            quantize,
+                            o,
+                        )?;
+                        if let Some(res) = res {
+                            by_gptq += 1;
+                            rounded(
+                                &res,
+                                format!(
+                                    "; held-out error {:.4e} vs round-to-nearest {:.4e}",
+                                    c.gptq, c.nearest
+                                ),
+                            )
+                        } else {
+                            reverted += 1;
+                            format!(
+                                "gptq: {} rounded to nearest: GPTQ fitted on {} samples has held-out error {:.4e} >= round-to-nearest {:.4e}",
+                                t.name,
+                                fit_data.len(),
+                                c.gptq,
+                                c.nearest
+                            )
+                        }
+                    }
+                };
+                lines.push(line);
             }
             Pass::LearnedRounding(o) => {
-                let second: Vec<Array2<f64>> = hs.iter().map(|h| h / 2.0).collect();
+                let second: Vec<Array2<f64>> = finish(&acc[i])?.iter().map(|h| h / 2.0).collect();
                 let opts = AdaRoundOptions {
                     progress: false,
                     ..*o
@@ -722,9 +711,8 @@ pub fn round_weights(
         )
     } else {
         format!(
-            "gptq: {} layers rounded, {kept} by GPTQ, {} to nearest by the held-out check",
-            ts.len(),
-            ts.len() - kept
+            "gptq: {} layers rounded, {by_gptq} by GPTQ, {reverted} to nearest by the held-out check",
+            ts.len()
         )
     };
     lines.insert(0, head_line);

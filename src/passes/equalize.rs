@@ -1,13 +1,13 @@
 //! Cross-layer equalization (Nagel et al. 2019, "Data-free quantization"): for two layers joined
 //! by per-channel positive-homogeneous ops (`f(x/s) = f(x)/s` for s > 0: Relu, max/average
 //! pooling, Identity, Flatten of a 1×1 map; an `Add` of a constant with one value per channel,
-//! e.g. a bias exported as its own node, whose constant is scaled too), output channel c of the first layer is divided by
-//! `s_c = sqrt(r1_c / r2_c)` (weights and bias) and input channel c of the second multiplied by
-//! it, where `r1_c` / `r2_c` are the max-abs of the channel's weights. This leaves the float
-//! function unchanged and equalizes the per-channel weight ranges. Pairs are swept repeatedly
-//! (default 20 times, stopping early once no scale moves by more than 1e-7). Grouped and
-//! depthwise convs are handled in either position, so chains conv → depthwise → conv are
-//! equalized pair by pair.
+//! e.g. a bias exported as its own node, whose constant is scaled too), output channel c of the
+//! first layer is divided by `s_c = sqrt(r1_c / r2_c)` (weights and bias) and input channel c of
+//! the second multiplied by it, where `r1_c` / `r2_c` are the max-abs of the channel's weights.
+//! This leaves the float function unchanged and equalizes the per-channel weight ranges. Pairs
+//! are swept repeatedly (default 20 times, stopping early once no scale moves by more than
+//! 1e-7). Grouped and depthwise convs are handled in either position, so chains conv →
+//! depthwise → conv are equalized pair by pair.
 //!
 //! Relu6 / Clip are not positive-homogeneous with a per-tensor bound; a pair joined by them is
 //! skipped and reported (scaling the bound per channel is not implemented). Bias absorption is
@@ -16,6 +16,7 @@
 use super::layer::{attr_int, constant_f32, layer_of, set_constant_f32, Layer, LayerKind};
 use super::{EqualizeOptions, PassError};
 use crate::ir::{Graph, Model, NodeId, ValueId};
+use crate::tensor::Tensor;
 use ndarray::{ArrayD, Axis, Slice};
 
 const PASS: &str = "equalize-channels";
@@ -135,40 +136,31 @@ fn follow(
             "MaxPool" => slot == 0 && node.outputs.iter().flatten().count() == 1,
             "AveragePool" => slot == 0,
             "Add" => {
-                let other = node.inputs.get(1 - slot.min(1)).copied().flatten();
                 let conv_layout = matches!(first.kind, LayerKind::Conv { .. }) && !flattened;
                 // rank of the added tensor: its inferred shape, else a Conv output's rank is
                 // its weight's
                 let rank = g.value(v).static_shape().map(|s| s.len()).or_else(|| {
-                    match (conv_layout, g.value(first.weight).constant.as_deref()) {
-                        (true, Some(t)) => Some(t.shape().len()),
-                        _ => None,
-                    }
+                    let w = g.value(first.weight).constant.as_deref()?;
+                    conv_layout.then(|| w.shape().len())
                 });
-                let constant = other.filter(|&o| {
-                    g.consumers(o).len() == 1
-                        && !g.is_input(o)
-                        && matches!(
-                            g.value(o).constant.as_deref(),
-                            Some(crate::tensor::Tensor::F32(_))
-                        )
-                });
-                let axis = match (constant, rank) {
-                    (Some(o), Some(r)) if slot <= 1 && node.inputs.len() == 2 => {
-                        let shape = g
-                            .value(o)
-                            .constant
-                            .as_deref()
-                            .map(|t| t.shape().to_vec())
-                            .unwrap_or_default();
-                        let ch = if conv_layout { 1 } else { r.saturating_sub(1) };
-                        per_channel_axis(&shape, r, ch, channels).map(|a| (o, a))
+                // the other operand: an unshared f32 constant with one value per channel
+                let other = 1usize
+                    .checked_sub(slot)
+                    .and_then(|i| node.inputs.get(i).copied().flatten());
+                let found = other.zip(rank).and_then(|(o, r)| {
+                    let Some(Tensor::F32(k)) = g.value(o).constant.as_deref() else {
+                        return None;
+                    };
+                    if g.consumers(o).len() != 1 || g.is_input(o) {
+                        return None;
                     }
-                    _ => None,
-                };
-                match axis {
-                    Some((value, axis)) => {
-                        adds.push(ChannelConstant { value, axis });
+                    let ch = if conv_layout { 1 } else { r.saturating_sub(1) };
+                    per_channel_axis(k.shape(), r, ch, channels)
+                        .map(|axis| ChannelConstant { value: o, axis })
+                });
+                match found {
+                    Some(a) => {
+                        adds.push(a);
                         true
                     }
                     None => {
@@ -351,9 +343,10 @@ pub fn equalize_channels(
             next,
             reason,
         };
-        let Some(c1) = constant_f32(g, first.weight).map(|w| first.out_channels(&w)) else {
+        let Some(Tensor::F32(w1)) = g.value(first.weight).constant.as_deref() else {
             continue;
         };
+        let c1 = first.out_channels(w1);
         let (second, adds) = match follow(g, &first, c1) {
             Ok(s) => s,
             Err(reason) => {
@@ -366,13 +359,9 @@ pub fn equalize_channels(
             report.skipped.push(skip(slabel, r));
             continue;
         }
-        let (Some(w1), Some(w2)) = (
-            constant_f32(g, first.weight),
-            constant_f32(g, second.weight),
-        ) else {
+        let Some(w2) = constant_f32(g, second.weight) else {
             continue;
         };
-        debug_assert_eq!(c1, first.out_channels(&w1));
         if in_channels(&second, &w2) != c1 {
             report.skipped.push(skip(
                 slabel,

@@ -497,40 +497,25 @@ impl HeldOutCheck {
     }
 }
 
-/// `Σ_o (wq_o − w_o) H (wq_o − w_o)ᵀ` over the rows `o` (f64; rows in parallel, summed in
-/// row order).
+/// `tr(ΔW H ΔWᵀ)` with `ΔW = wq − w`, in f64 (the f64 counterpart of
+/// [`super::adaround::recon_loss`], whose second moments are f32).
 fn quadratic_error(w: &Array2<f32>, wq: &Array2<f32>, h: &Array2<f64>) -> f64 {
-    let per_row: Vec<f64> = (0..w.nrows())
-        .into_par_iter()
-        .map(|o| {
-            let d: Vec<f64> = w
-                .row(o)
-                .iter()
-                .zip(wq.row(o))
-                .map(|(a, b)| f64::from(*b) - f64::from(*a))
-                .collect();
-            h.outer_iter()
-                .zip(&d)
-                .map(|(hr, di)| di * hr.iter().zip(&d).map(|(x, y)| x * y).sum::<f64>())
-                .sum()
-        })
-        .collect();
-    per_row.iter().sum()
+    let e = wq.mapv(f64::from) - w.mapv(f64::from);
+    (e.dot(h) * &e).sum()
 }
 
 /// GPTQ guarded against overfitting the calibration rows (a layer whose Hessian comes from few
 /// rows compared with its input features, e.g. the late 7×7 convolutions of a CNN on a few dozen
 /// images, can be fitted far below round-to-nearest on those rows and far above it on others).
-/// Rounds the layer with the `fit` Hessians, compares the held-out errors (see
-/// [`HeldOutCheck`]) on the `held_out` Hessians, then either rounds again with the `all`
-/// Hessians (GPTQ generalised; `Some` result) or leaves the float weight in place so that the
-/// layer is rounded to nearest by its quantizer (`None`). One Hessian per group in each slice.
+/// Rounds the layer with the Hessians of the `fit` accumulators, compares the held-out errors
+/// (see [`HeldOutCheck`]) on the `held_out` ones, then either rounds again with both merged
+/// (GPTQ generalised; `Some` result) or leaves the float weight in place so that the layer is
+/// rounded to nearest by its quantizer (`None`). One accumulator per group in each slice.
 pub fn gptq_layer_held_out<Q>(
     g: &mut Graph,
     node: NodeId,
-    fit: &[Array2<f64>],
-    held_out: &[Array2<f64>],
-    all: &[Array2<f64>],
+    fit: &[HessianAccumulator],
+    held_out: &[HessianAccumulator],
     quantize: Q,
     opts: &GptqOptions,
 ) -> Result<(Option<GptqResult>, HeldOutCheck), PassError>
@@ -538,7 +523,8 @@ where
     Q: Fn(usize, f32) -> f32,
 {
     let (label, layer, w0) = float_layer(g, node)?;
-    gptq_layer(g, node, fit, &quantize, opts)?;
+    let fit_h: Vec<Array2<f64>> = fit.iter().map(|a| a.finish()).collect::<Result<_, _>>()?;
+    gptq_layer(g, node, &fit_h, &quantize, opts)?;
     let (_, _, wg) = float_layer(g, node)?;
     let (m0, mg) = (weight_matrices(&layer, &w0)?, weight_matrices(&layer, &wg)?);
     if held_out.len() != m0.len() {
@@ -552,17 +538,27 @@ where
         gptq: 0.0,
         nearest: 0.0,
     };
-    for (gi, ((a, b), h)) in m0.iter().zip(&mg).zip(held_out).enumerate() {
+    for (gi, ((a, b), acc)) in m0.iter().zip(&mg).zip(held_out).enumerate() {
+        let h = acc.finish()?;
         let off = gi * a.nrows();
         let r = Array2::from_shape_fn(a.raw_dim(), |(o, k)| quantize(off + o, a[[o, k]]));
-        check.gptq += quadratic_error(a, b, h);
-        check.nearest += quadratic_error(a, &r, h);
+        check.gptq += quadratic_error(a, b, &h);
+        check.nearest += quadratic_error(a, &r, &h);
     }
     set_constant_f32(g, layer.weight, w0);
     if !check.keeps_gptq() {
         return Ok((None, check));
     }
-    let r = gptq_layer(g, node, all, quantize, opts)?;
+    let all: Vec<Array2<f64>> = fit
+        .iter()
+        .zip(held_out)
+        .map(|(a, b)| {
+            let mut a = a.clone();
+            a.merge(b)?;
+            a.finish()
+        })
+        .collect::<Result<_, _>>()?;
+    let r = gptq_layer(g, node, &all, quantize, opts)?;
     Ok((Some(r), check))
 }
 
@@ -739,10 +735,10 @@ pub(crate) mod tests {
         coef.dot(&basis) * 0.5 + noise
     }
 
-    fn hessian(x: &Array2<f32>) -> Array2<f64> {
+    fn accumulate(x: &Array2<f32>) -> HessianAccumulator {
         let mut acc = HessianAccumulator::new(x.ncols());
         acc.update(x.view()).expect("update");
-        acc.finish().expect("h")
+        acc
     }
 
     /// The held-out check rounds to nearest where GPTQ was fitted on fewer rows than input
@@ -771,7 +767,8 @@ pub(crate) mod tests {
             let q = rtn_quantizer(&w0, f);
             let xf = same_distribution(fit_rows, k, 5);
             let xh = same_distribution(512, k, 77);
-            let (hf, hh) = (hessian(&xf), hessian(&xh));
+            let (af, ah) = (accumulate(&xf), accumulate(&xh));
+            let hf = af.finish().expect("h");
             let mut all = HessianAccumulator::new(k);
             all.update(xf.view()).expect("update");
             all.update(xh.view()).expect("update");
@@ -780,9 +777,8 @@ pub(crate) mod tests {
             let (res, chk) = gptq_layer_held_out(
                 &mut g,
                 node,
-                std::slice::from_ref(&hf),
-                std::slice::from_ref(&hh),
-                std::slice::from_ref(&ha),
+                std::slice::from_ref(&af),
+                std::slice::from_ref(&ah),
                 &q,
                 &opts,
             )

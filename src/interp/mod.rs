@@ -518,15 +518,29 @@ impl Interpreter {
                 release(&mut vals[v.index()]);
             }
         }
-        self.outputs
-            .iter()
-            .map(|(name, v)| {
-                vals[v.index()]
-                    .as_ref()
-                    .map(|t| (name.clone(), (**t).clone()))
-                    .ok_or_else(|| InterpError::MissingOutput(name.clone()))
-            })
-            .collect()
+        let mut outs = Vec::with_capacity(self.outputs.len());
+        for (i, (name, v)) in self.outputs.iter().enumerate() {
+            let t = vals[v.index()]
+                .take()
+                .ok_or_else(|| InterpError::MissingOutput(name.clone()))?;
+            // Moved out when nothing else holds it and no later output names it; else copied.
+            let later = self.outputs[i + 1..].iter().any(|(_, w)| w == v);
+            let t = match Arc::try_unwrap(t) {
+                Ok(t) if !later => t,
+                Ok(t) => {
+                    let copy = t.clone();
+                    vals[v.index()] = Some(Arc::new(t));
+                    copy
+                }
+                Err(shared) => {
+                    let copy = (*shared).clone();
+                    vals[v.index()] = Some(shared);
+                    copy
+                }
+            };
+            outs.push((name.clone(), t));
+        }
+        Ok(outs)
     }
 
     /// Fixed batch size declared by the model (first input's first dim), if any.
@@ -616,8 +630,8 @@ impl Interpreter {
 /// Drops a dead intermediate tensor, handing a large f32 buffer back to the kernels' pool
 /// (`kernels::buffer`) so the next op's output does not start from fresh pages.
 fn release(slot: &mut Option<Arc<Tensor>>) {
-    if let Some(Ok(Tensor::F32(a))) = slot.take().map(Arc::try_unwrap) {
-        crate::kernels::buffer::recycle(a.into_raw_vec_and_offset().0);
+    if let Some(Ok(t)) = slot.take().map(Arc::try_unwrap) {
+        crate::ops::recycle(t);
     }
 }
 
@@ -884,6 +898,31 @@ mod tests {
         assert!(dw.iter().any(|&v| !(0.0..=0.5).contains(&v)));
         for (a, b) in dw.iter().zip(clip.iter()) {
             assert_eq!(a.clamp(0.0, 0.5), *b);
+        }
+    }
+
+    /// Graph outputs are moved out of the run when nothing else holds them and copied
+    /// otherwise: an output listed twice, a graph input that is also an output and a constant
+    /// output all come back whole, and repeated runs give the same values.
+    #[test]
+    fn shared_outputs_are_copied_not_lost() {
+        let mut m = model();
+        let y = m.graph.find_value("y").expect("y");
+        let x = m.graph.find_value("x").expect("x");
+        let wd = m.graph.find_value("wd").expect("wd");
+        m.graph.outputs = vec![y, x, y, wd];
+        let interp = Interpreter::new(&m).expect("interpreter");
+        let xin = arr(&[2, 4, 9, 9], 4);
+        let feeds = vec![("x".to_string(), xin.clone())];
+        let first = interp.run(&feeds).expect("run");
+        assert_eq!(first.len(), 4);
+        assert_eq!(first[0].1.shape(), &[2, 4, 5, 5]);
+        assert_eq!(first[0].1, first[2].1);
+        assert_eq!(first[1].1, xin);
+        assert_eq!(first[3].1, arr(&[4, 1, 3, 3], 1));
+        let second = interp.run(&feeds).expect("run");
+        for (a, b) in first.iter().zip(&second) {
+            assert_eq!(a, b);
         }
     }
 }

@@ -371,27 +371,70 @@ fn conv_image(
             &col
         };
         let og = &mut out[gi * mg * out_prod..(gi + 1) * mg * out_prod];
-        sgemm(
-            mg,
-            kk,
-            out_prod,
-            1.0,
-            MatRef::row_major(&w[gi * mg * kk..(gi + 1) * mg * kk], kk),
-            MatRef::row_major(b, out_prod),
+        gemm_bias_act(
+            &w[gi * mg * kk..(gi + 1) * mg * kk],
+            b,
+            bias.map(|b| &b[gi * mg..(gi + 1) * mg]),
+            (mg, kk, out_prod),
+            act,
             og,
-            out_prod,
-            false,
         )?;
-        if let Some(bias) = bias {
-            for (row, &bv) in og.chunks_mut(out_prod).zip(&bias[gi * mg..(gi + 1) * mg]) {
-                row.iter_mut().for_each(|v| *v += bv);
-                act.apply(row);
-            }
-        } else {
-            act.apply(og);
-        }
     }
     super::buffer::recycle(col);
+    Ok(())
+}
+
+/// Output columns per block of [`gemm_bias_act`]: all of them while the `m × n` output is at
+/// most 128 Ki elements (512 KiB), else blocks of about 64 Ki elements (a multiple of 16
+/// columns, at least 64), so the bias and clamp pass reads a block still in cache.
+fn gemm_block_cols(m: usize, n: usize) -> usize {
+    if m.saturating_mul(n) <= 1 << 17 {
+        n
+    } else {
+        ((1usize << 16) / m.max(1) / 16 * 16).max(64)
+    }
+}
+
+/// `out[m × n] = act(w[m × k] · b[k × n] + bias)` (row-major, `bias` one value per row),
+/// computed in column blocks of [`gemm_block_cols`]: one [`sgemm`] per block, then the bias
+/// and the clamp on that block. The block split depends only on `(m, n)`, so results do not
+/// depend on the thread count. The convolution kernel and the sweep's compiled convolution
+/// share this function, so they agree bit for bit.
+pub(crate) fn gemm_bias_act(
+    w: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    (m, k, n): (usize, usize, usize),
+    act: Clamp,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let nb = gemm_block_cols(m, n);
+    for c0 in (0..n).step_by(nb.max(1)) {
+        let c1 = (c0 + nb).min(n);
+        sgemm(
+            m,
+            k,
+            c1 - c0,
+            1.0,
+            MatRef::row_major(w, k),
+            MatRef {
+                data: &b[c0.min(b.len())..],
+                rs: n,
+                cs: 1,
+            },
+            &mut out[c0..],
+            n,
+            false,
+        )?;
+        for (i, row) in out.chunks_mut(n).enumerate().take(m) {
+            let blk = &mut row[c0..c1];
+            if let Some(bias) = bias {
+                let bv = bias[i];
+                blk.iter_mut().for_each(|v| *v += bv);
+            }
+            act.apply(blk);
+        }
+    }
     Ok(())
 }
 
@@ -529,76 +572,145 @@ fn have_avx2_fma() -> bool {
     }
 }
 
-/// One output row of a depthwise convolution: `out[x] = bias + Σ_t w[t] · buf[off[t] + x]`,
-/// taps accumulated in order `t = 0, 1, …` starting from the bias, each tap one fused
-/// multiply-add when `fma` (the AVX2+FMA path and its scalar tail), else a multiply then an add.
-/// Callers guarantee `off[t] + out.len() <= buf.len()` for every tap.
-fn dw_row(out: &mut [f32], buf: &[f32], off: &[usize], w: &[f32], bias: f32, fma: bool) {
-    let n = out.len();
-    assert!(off.len() == w.len() && off.iter().all(|&o| o + n <= buf.len()));
+/// One output plane of a depthwise convolution:
+/// `out[y·ow + x] = bias + Σ_t w[t] · buf[taps[t] + y·row + x]` for `y < oh`, `x < ow`, taps
+/// accumulated in order `t = 0, 1, …` starting from the bias, each tap one fused multiply-add
+/// when `fma` (the AVX2+FMA tiles and their masked last columns), else a multiply then an add.
+/// The AVX2 path computes tiles of up to 8 rows × 8 columns with one accumulator per row, so
+/// eight independent multiply-add chains hide the FMA latency even on 7-wide planes.
+#[allow(clippy::too_many_arguments)]
+fn dw_plane(
+    out: &mut [f32],
+    oh: usize,
+    ow: usize,
+    buf: &[f32],
+    row: usize,
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+    fma: bool,
+) {
+    assert!(out.len() == oh * ow && taps.len() == w.len());
+    if oh == 0 || ow == 0 {
+        return;
+    }
+    assert!(taps.iter().all(|&t| t + (oh - 1) * row + ow <= buf.len()));
     #[cfg(target_arch = "x86_64")]
     if fma {
-        // SAFETY: AVX2 and FMA were detected at run time (`have_avx2_fma`), and every tap reads
-        // `buf[off[t]..off[t] + n]`, which the assertion above keeps in bounds.
-        unsafe { dw_row_avx2_fma(out, buf, off, w, bias) };
+        // SAFETY: AVX2 and FMA were detected at run time (`have_avx2_fma`); every tap reads
+        // `buf[taps[t] + y·row + x]` with `y < oh`, `x < ow`, which the assertion above keeps in
+        // bounds, and writes stay inside `out[..oh·ow]`.
+        unsafe { dw_plane_avx2_fma(out, oh, ow, buf, row, taps, w, bias) };
         return;
     }
     let _ = fma;
-    out.fill(bias);
-    for (&o, &wt) in off.iter().zip(w) {
-        for (y, x) in out.iter_mut().zip(&buf[o..o + n]) {
-            *y += wt * x;
+    for (y, orow) in out.chunks_mut(ow).enumerate() {
+        orow.fill(bias);
+        for (&t, &wt) in taps.iter().zip(w) {
+            let src = &buf[t + y * row..t + y * row + ow];
+            for (o, x) in orow.iter_mut().zip(src) {
+                *o += wt * x;
+            }
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw_row_avx2_fma(out: &mut [f32], buf: &[f32], off: &[usize], w: &[f32], bias: f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_plane_avx2_fma(
+    out: &mut [f32],
+    oh: usize,
+    ow: usize,
+    buf: &[f32],
+    row: usize,
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+) {
     use std::arch::x86_64::*;
-    let n = out.len();
-    let bp = buf.as_ptr();
-    let op = out.as_mut_ptr();
+    // Lanes `0..n` active for a column block of `n < 8` outputs.
+    const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    let (bp, op) = (buf.as_ptr(), out.as_mut_ptr());
     let mut x = 0;
-    // SAFETY (whole body): reads stay inside `buf[off[t]..off[t] + n]` and writes inside
-    // `out[..n]` because every vector starts at `x` with `x + width <= n`.
+    // SAFETY (whole body): see `dw_plane`; every tile covers rows `y..y + R <= oh` and columns
+    // `x..x + n` with `n = min(8, ow − x)`, masked when `n < 8`.
     unsafe {
-        let vb = _mm256_set1_ps(bias);
-        while x + 32 <= n {
-            let (mut a0, mut a1, mut a2, mut a3) = (vb, vb, vb, vb);
-            for (&o, &wt) in off.iter().zip(w) {
-                let vw = _mm256_set1_ps(wt);
-                let p = bp.add(o + x);
-                a0 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p), a0);
-                a1 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p.add(8)), a1);
-                a2 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p.add(16)), a2);
-                a3 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(p.add(24)), a3);
+        while x < ow {
+            let n = (ow - x).min(8);
+            let mask = _mm256_loadu_si256(LANES.as_ptr().add(8 - n).cast::<__m256i>());
+            let mut y = 0;
+            macro_rules! tiles {
+                ($masked:literal) => {{
+                    while y + 8 <= oh {
+                        dw_tile::<8, $masked>(op, ow, bp, row, taps, w, bias, y, x, mask);
+                        y += 8;
+                    }
+                    if y + 4 <= oh {
+                        dw_tile::<4, $masked>(op, ow, bp, row, taps, w, bias, y, x, mask);
+                        y += 4;
+                    }
+                    if y + 2 <= oh {
+                        dw_tile::<2, $masked>(op, ow, bp, row, taps, w, bias, y, x, mask);
+                        y += 2;
+                    }
+                    if y < oh {
+                        dw_tile::<1, $masked>(op, ow, bp, row, taps, w, bias, y, x, mask);
+                    }
+                }};
             }
-            _mm256_storeu_ps(op.add(x), a0);
-            _mm256_storeu_ps(op.add(x + 8), a1);
-            _mm256_storeu_ps(op.add(x + 16), a2);
-            _mm256_storeu_ps(op.add(x + 24), a3);
-            x += 32;
-        }
-        while x + 8 <= n {
-            let mut a0 = vb;
-            for (&o, &wt) in off.iter().zip(w) {
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(wt), _mm256_loadu_ps(bp.add(o + x)), a0);
+            if n == 8 {
+                tiles!(false);
+            } else {
+                tiles!(true);
             }
-            _mm256_storeu_ps(op.add(x), a0);
             x += 8;
         }
-        if x < n {
-            // The last 1–7 columns: masked loads and store touch only lanes `x..n` (inactive
-            // lanes are neither read nor written), with the same per-lane FMA sequence.
-            const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
-            let mask = _mm256_loadu_si256(LANES.as_ptr().add(8 - (n - x)).cast::<__m256i>());
-            let mut a0 = vb;
-            for (&o, &wt) in off.iter().zip(w) {
-                let v = _mm256_maskload_ps(bp.add(o + x), mask);
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(wt), v, a0);
+    }
+}
+
+/// `R` output rows × one 8-wide column block of [`dw_plane`] (lanes outside `mask` neither
+/// read nor written when `MASKED`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_tile<const R: usize, const MASKED: bool>(
+    op: *mut f32,
+    ow: usize,
+    bp: *const f32,
+    row: usize,
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+    y: usize,
+    x: usize,
+    mask: std::arch::x86_64::__m256i,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller (`dw_plane_avx2_fma`) keeps rows `y..y + R` and the active lanes of
+    // columns `x..x + 8` inside both buffers.
+    unsafe {
+        let mut acc = [_mm256_set1_ps(bias); R];
+        for (&t, &wt) in taps.iter().zip(w) {
+            let vw = _mm256_set1_ps(wt);
+            let p = bp.add(t + y * row + x);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let v = if MASKED {
+                    _mm256_maskload_ps(p.add(r * row), mask)
+                } else {
+                    _mm256_loadu_ps(p.add(r * row))
+                };
+                *a = _mm256_fmadd_ps(vw, v, *a);
             }
-            _mm256_maskstore_ps(op.add(x), mask, a0);
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let o = op.add((y + r) * ow + x);
+            if MASKED {
+                _mm256_maskstore_ps(o, mask, *a);
+            } else {
+                _mm256_storeu_ps(o, *a);
+            }
         }
     }
 }
@@ -646,54 +758,56 @@ fn depthwise2d(
             taps.push((qr * sw + qc) * sub_len + tr0 * sub_cols + tc0);
         }
     }
+    // Copy plan of one plane into the phase buffer: for each input row that the windows read,
+    // (start of the row in the plane, start of its phase row in `buf`); for each column phase,
+    // (first input column, number of columns, offset in the phase row).
+    let mut rows = Vec::new();
+    for r in 0..ph_rows {
+        if let Some(iy) = r.checked_sub(pt).filter(|&iy| iy < ih) {
+            rows.push((iy * iw, (r % sh) * sw * sub_len + (r / sh) * sub_cols));
+        }
+    }
+    let mut cols = Vec::new();
+    // Valid padded columns: those mapping into [0, iw).
+    let (c_lo, c_hi) = (pl.min(pw_cols), (pl + iw).min(pw_cols));
+    for qc in 0..sw {
+        // First valid padded column in phase qc, and its index within the phase.
+        let col0 = c_lo + (qc + sw - c_lo % sw) % sw;
+        if col0 < c_hi {
+            cols.push((
+                col0 - pl,
+                (c_hi - col0).div_ceil(sw),
+                qc * sub_len + col0 / sw,
+            ));
+        }
+    }
     let fma = have_avx2_fma();
     out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-        || (vec![0f32; sh * sw * sub_len], vec![0usize; taps.len()]),
-        |(buf, off), (plane, o)| {
+        || vec![0f32; sh * sw * sub_len],
+        |buf, (plane, o)| {
             let (ni, mi) = (plane / m, plane % m);
             let ci = mi / mult;
             let xp = &x[(ni * c + ci) * plane_in..(ni * c + ci + 1) * plane_in];
-            buf.fill(0.0);
-            for r in 0..ph_rows {
-                let iy = r as isize - pt as isize;
-                if iy < 0 || iy >= ih as isize {
-                    continue;
-                }
-                let src = &xp[iy as usize * iw..(iy as usize + 1) * iw];
-                let (qr, tr) = (r % sh, r / sh);
-                // Valid padded columns: those mapping into [0, iw).
-                let c_lo = pl.min(pw_cols);
-                let c_hi = (pl + iw).min(pw_cols);
-                if c_lo >= c_hi {
-                    continue;
-                }
-                for qc in 0..sw {
-                    // First valid padded column in phase qc, and its index within the phase.
-                    let col0 = c_lo + (qc + sw - c_lo % sw) % sw;
-                    if col0 >= c_hi {
-                        continue;
-                    }
-                    let n = (c_hi - col0).div_ceil(sw);
-                    let base = (qr * sw + qc) * sub_len + tr * sub_cols + col0 / sw;
-                    let dst = &mut buf[base..base + n];
+            // Every plane writes the same cells of `buf`, so the padding stays zero from the
+            // buffer's creation.
+            for &(so, db) in &rows {
+                let src = &xp[so..so + iw];
+                for &(sc, n, dof) in &cols {
+                    let dst = &mut buf[db + dof..db + dof + n];
                     if sw == 1 {
-                        dst.copy_from_slice(&src[col0 - pl..col0 - pl + n]);
+                        dst.copy_from_slice(&src[sc..sc + n]);
                     } else {
-                        for (d, v) in dst.iter_mut().zip(src[col0 - pl..].iter().step_by(sw)) {
-                            *d = *v;
+                        let s = &src[sc..sc + (n - 1) * sw + 1];
+                        for (d, c) in dst.iter_mut().zip(s.chunks(sw)) {
+                            *d = c[0];
                         }
                     }
                 }
             }
             let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
             let b = bias.map_or(0.0, |b| b[mi]);
-            for (y, orow) in o.chunks_mut(ow).enumerate() {
-                for (d, &t) in off.iter_mut().zip(&taps) {
-                    *d = t + y * sub_cols;
-                }
-                dw_row(orow, buf, off, wk, b, fma);
-                act.apply(orow);
-            }
+            dw_plane(o, oh, ow, buf, sub_cols, &taps, wk, b, fma);
+            act.apply(o);
         },
     );
 }
@@ -982,29 +1096,49 @@ mod tests {
         y
     }
 
-    /// The AVX2 row kernel (32/8-wide blocks and masked tail) equals a scalar fused
-    /// multiply-add in tap order, bit for bit, for every width.
+    /// The AVX2 plane kernel (8/4/2/1-row tiles, masked last columns) equals a scalar fused
+    /// multiply-add in tap order, bit for bit, for every plane size, and writes nothing else.
     #[test]
-    fn depthwise_row_kernel_matches_scalar_fma() {
+    fn depthwise_plane_kernel_matches_scalar_fma() {
         if !have_avx2_fma() {
             return;
         }
-        let buf: Vec<f32> = (0..400)
+        let buf: Vec<f32> = (0..1200)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
         let w = [0.3f32, -1.7, 2.25, 0.001, -0.5];
-        for n in 1..=75 {
-            let off = [0usize, 3, 80, 150, 400 - n];
-            let mut got = vec![f32::NAN; n + 3];
-            dw_row(&mut got[..n], &buf, &off, &w, 0.125, true);
-            for x in 0..n {
-                let mut a = 0.125f32;
-                for (&o, &wt) in off.iter().zip(&w) {
-                    a = wt.mul_add(buf[o + x], a);
+        for oh in 1..=19 {
+            for ow in 1..=27 {
+                let row = ow + 3;
+                let last = (oh - 1) * row + ow;
+                let taps = [0usize, 3, row + 1, 2 * row, 1200 - last];
+                let mut got = vec![f32::NAN; oh * ow + 3];
+                dw_plane(
+                    &mut got[..oh * ow],
+                    oh,
+                    ow,
+                    &buf,
+                    row,
+                    &taps,
+                    &w,
+                    0.125,
+                    true,
+                );
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let mut a = 0.125f32;
+                        for (&t, &wt) in taps.iter().zip(&w) {
+                            a = wt.mul_add(buf[t + y * row + x], a);
+                        }
+                        let g = got[y * ow + x];
+                        assert_eq!(g.to_bits(), a.to_bits(), "{oh}x{ow} at ({y}, {x})");
+                    }
                 }
-                assert_eq!(got[x].to_bits(), a.to_bits(), "width {n}, column {x}");
+                assert!(
+                    got[oh * ow..].iter().all(|v| v.is_nan()),
+                    "wrote past the plane"
+                );
             }
-            assert!(got[n..].iter().all(|v| v.is_nan()), "wrote past the row");
         }
     }
 

@@ -547,7 +547,11 @@ impl Op for BinaryOp {
                 binary_in_place(self.f, &mut x, y, false)?;
                 Ok(vec![Tensor::F32(x)])
             }
-            (other, _) => Ok(vec![binary(&self.name, self.f, &other, b)?]),
+            (other, _) => {
+                let out = binary(&self.name, self.f, &other, b)?;
+                super::recycle(other);
+                Ok(vec![out])
+            }
         }
     }
 }

@@ -75,7 +75,7 @@ struct Einsum {
 
 impl Op for Einsum {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let arrs: Vec<ndarray::ArrayD<f32>> = (0..inputs.len())
+        let arrs: Vec<std::borrow::Cow<'_, ndarray::ArrayD<f32>>> = (0..inputs.len())
             .map(|i| input_f32("Einsum", inputs, i))
             .collect::<Result<_, _>>()?;
         let views: Vec<_> = arrs.iter().map(|a| a.view()).collect();

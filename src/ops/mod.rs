@@ -61,7 +61,10 @@ pub trait Op: Send + Sync + std::fmt::Debug {
             ins.push(None);
         }
         ins[0] = Some(&first);
-        self.eval(&ins)
+        let out = self.eval(&ins);
+        drop(ins);
+        recycle(first);
+        out
     }
 
     /// This op with the elementwise clamp `act` applied to its (single, float) output as it is
@@ -298,13 +301,26 @@ pub fn input<'t>(op: &str, inputs: &[Option<&'t Tensor>], i: usize) -> Result<&'
         })
 }
 
+/// Hands a dead tensor's f32 storage back to the kernels' buffer pool
+/// (`kernels::buffer`), so the next large output does not start from fresh pages.
+pub fn recycle(t: Tensor) {
+    if let Tensor::F32(a) = t {
+        crate::kernels::buffer::recycle(a.into_raw_vec_and_offset().0);
+    }
+}
+
 /// Returns input `i` as f32 (converting other numeric types).
-pub fn input_f32(
+pub fn input_f32<'a>(
     op: &str,
-    inputs: &[Option<&Tensor>],
+    inputs: &[Option<&'a Tensor>],
     i: usize,
-) -> Result<ndarray::ArrayD<f32>, OpError> {
-    Ok(input(op, inputs, i)?.to_f32()?)
+) -> Result<std::borrow::Cow<'a, ndarray::ArrayD<f32>>, OpError> {
+    let t = input(op, inputs, i)?;
+    Ok(match t.as_f32() {
+        // Borrowed: copying a large activation costs as much as a convolution (fresh pages).
+        Some(a) => std::borrow::Cow::Borrowed(a),
+        None => std::borrow::Cow::Owned(t.to_f32()?),
+    })
 }
 
 /// Returns input `i` as a vector of i64 (for shape-like inputs).

@@ -413,9 +413,10 @@ impl Op for Norm {
         let x = input_f32("Normalization", inputs, 0)?;
         let y = match self.kind {
             NormKind::Batch => {
-                let need = |i: usize| -> Result<ndarray::ArrayD<f32>, OpError> {
-                    input_f32("BatchNormalization", inputs, i)
-                };
+                let need =
+                    |i: usize| -> Result<std::borrow::Cow<'_, ndarray::ArrayD<f32>>, OpError> {
+                        input_f32("BatchNormalization", inputs, i)
+                    };
                 let (sc, b, m, v) = (need(1)?, need(2)?, need(3)?, need(4)?);
                 kernels::norm::batch_normalization(
                     &x.view(),

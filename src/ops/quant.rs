@@ -256,8 +256,8 @@ impl Op for IntQuant {
         const OP: &str = "Quant";
         let x = input_f32(OP, inputs, 0)?;
         let shape = x.shape().to_vec();
-        let s = broadcast_param(OP, &input_f32(OP, inputs, 1)?, &shape)?;
-        let z = broadcast_param(OP, &input_f32(OP, inputs, 2)?, &shape)?;
+        let s = broadcast_param(OP, &*input_f32(OP, inputs, 1)?, &shape)?;
+        let z = broadcast_param(OP, &*input_f32(OP, inputs, 2)?, &shape)?;
         let bw = input_f32(OP, inputs, 3)?;
         let bits = bw.iter().next().copied().unwrap_or(0.0);
         if bw.len() != 1 || bits.fract() != 0.0 || !(2.0..=16.0).contains(&bits) {
@@ -295,7 +295,7 @@ impl Op for FloatQuant {
         const OP: &str = "FloatQuant";
         let x = input_f32(OP, inputs, 0)?;
         let shape = x.shape().to_vec();
-        let s = broadcast_param(OP, &input_f32(OP, inputs, 1)?, &shape)?;
+        let s = broadcast_param(OP, &*input_f32(OP, inputs, 1)?, &shape)?;
         let scalar = |i: usize, what: &str| -> Result<f32, OpError> {
             let a = input_f32(OP, inputs, i)?;
             if a.len() != 1 {
@@ -362,7 +362,7 @@ impl Op for BipolarQuant {
         const OP: &str = "BipolarQuant";
         let x = input_f32(OP, inputs, 0)?;
         let shape = x.shape().to_vec();
-        let s = broadcast_param(OP, &input_f32(OP, inputs, 1)?, &shape)?;
+        let s = broadcast_param(OP, &*input_f32(OP, inputs, 1)?, &shape)?;
         let y: Vec<f32> = x
             .iter()
             .enumerate()
@@ -414,8 +414,8 @@ impl Op for Trunc {
         const OP: &str = "Trunc";
         let x = input_f32(OP, inputs, 0)?;
         let shape = x.shape().to_vec();
-        let s = broadcast_param(OP, &input_f32(OP, inputs, 1)?, &shape)?;
-        let z = broadcast_param(OP, &input_f32(OP, inputs, 2)?, &shape)?;
+        let s = broadcast_param(OP, &*input_f32(OP, inputs, 1)?, &shape)?;
+        let z = broadcast_param(OP, &*input_f32(OP, inputs, 2)?, &shape)?;
         let scalar = |i: usize, what: &str| -> Result<f32, OpError> {
             let t = input_f32(OP, inputs, i)?;
             match t.iter().next() {
@@ -442,7 +442,7 @@ impl Op for Trunc {
                 })
                 .collect()
         } else {
-            let os = broadcast_param(OP, &input_f32(OP, inputs, 4)?, &shape)?;
+            let os = broadcast_param(OP, &*input_f32(OP, inputs, 4)?, &shape)?;
             let out_bits = scalar(5, "output bit width")?;
             if out_bits.fract() != 0.0 || !(1.0..=32.0).contains(&out_bits) {
                 return Err(eval_err(

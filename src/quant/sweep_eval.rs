@@ -262,7 +262,7 @@ impl SweepEvaluator {
                     let parts: Vec<ArrayD<f32>> = b
                         .chunks
                         .par_iter()
-                        .map(|c| f.run_chunk(c.clone()))
+                        .map(|c| f.run_chunk(pooled_copy(c)))
                         .collect::<Result<_, _>>()?;
                     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
                     ndarray::concatenate(ndarray::Axis(0), &views).map_err(err)
@@ -437,12 +437,20 @@ impl ConvStep {
 }
 
 thread_local! {
-    /// im2col buffer of the current thread, reused across images and chunks.
-    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// im2col and padded-plane buffers of the current thread, reused across images and chunks.
+    #[allow(clippy::type_complexity)]
+    static COL: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Fills `col[(c, ky, kx), (oy, ox)]` with `x[c, oy·s − pt + ky·d, ox·s − pl + kx·d]` (zero
 /// outside the input); `x` is one image `[C, H, W]`. Every element is written.
+///
+/// Each channel is first copied into a zero-padded plane `pad` covering exactly the rows and
+/// columns the windows read, so every output row of every tap is one contiguous (or, with a
+/// column stride, strided) run of that plane, with no bounds logic per row. The short rows of
+/// small feature maps (W1: 14 columns) are copied with fixed-size moves instead of `memcpy`
+/// calls.
 #[allow(clippy::too_many_arguments)]
 fn im2col_2d(
     x: &[f32],
@@ -451,51 +459,39 @@ fn im2col_2d(
     cv: &ConvStep,
     (pt, pl): (usize, usize),
     col: &mut [f32],
+    pad: &mut Vec<f32>,
 ) {
     let [kh, kw] = cv.k;
     let [sh, sw] = cv.strides;
     let [dh, dw] = cv.dil;
     let op = oh * ow;
+    let ph = (oh - 1) * sh + (kh - 1) * dh + 1;
+    let pw = (ow - 1) * sw + (kw - 1) * dw + 1;
+    pad.clear();
+    pad.resize(ph * pw, 0.0);
+    // Padded rows/columns that map into the input: [r_lo, r_hi) × [c_lo, c_hi).
+    let (r_lo, r_hi) = (pt.min(ph), (pt + h).min(ph));
+    let (c_lo, c_hi) = (pl.min(pw), (pl + w).min(pw));
     for ci in 0..c {
         let xp = &x[ci * h * w..(ci + 1) * h * w];
+        if c_lo < c_hi {
+            for r in r_lo..r_hi {
+                let src = &xp[(r - pt) * w + (c_lo - pl)..(r - pt) * w + (c_hi - pl)];
+                pad[r * pw + c_lo..r * pw + c_hi].copy_from_slice(src);
+            }
+        }
         for ky in 0..kh {
             for kx in 0..kw {
                 let r = (ci * kh + ky) * kw + kx;
                 let dst = &mut col[r * op..(r + 1) * op];
-                // Output columns whose input column is inside the row: ox·sw + kx·dw − pl in [0, w).
-                let off = (kx * dw) as isize - pl as isize;
-                let lo = if off >= 0 {
-                    0
-                } else {
-                    (-off as usize).div_ceil(sw)
-                };
-                let lim = w as isize - off;
-                let hi = if lim <= 0 {
-                    0
-                } else {
-                    (lim as usize).div_ceil(sw)
-                };
-                let (lo, hi) = (lo.min(ow), hi.min(ow).max(lo.min(ow)));
                 for (oy, drow) in dst.chunks_exact_mut(ow).enumerate() {
-                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                    if iy < 0 || iy >= h as isize {
-                        drow.fill(0.0);
-                        continue;
-                    }
-                    let src = &xp[iy as usize * w..(iy as usize + 1) * w];
-                    drow[..lo].fill(0.0);
-                    drow[hi..].fill(0.0);
-                    if lo < hi {
-                        let start = (lo * sw) as isize + off;
-                        let start = start as usize;
-                        if sw == 1 {
-                            drow[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                        } else {
-                            for (d, v) in
-                                drow[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw))
-                            {
-                                *d = *v;
-                            }
+                    let start = (oy * sh + ky * dh) * pw + kx * dw;
+                    if sw == 1 {
+                        copy_run(drow, &pad[start..start + ow]);
+                    } else {
+                        let src = &pad[start..start + (ow - 1) * sw + 1];
+                        for (d, v) in drow.iter_mut().zip(src.chunks(sw)) {
+                            *d = v[0];
                         }
                     }
                 }
@@ -504,11 +500,27 @@ fn im2col_2d(
     }
 }
 
+/// `dst.copy_from_slice(src)`, with runs of 8 to 16 elements done as two overlapping 8-element
+/// moves (no library call).
+#[inline]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    if (8..=16).contains(&n) && src.len() == n {
+        let (a, b): (&[f32; 8], &[f32; 8]) = (
+            src[..8].try_into().expect("8 elements"),
+            src[n - 8..].try_into().expect("8 elements"),
+        );
+        dst[..8].copy_from_slice(a);
+        dst[n - 8..].copy_from_slice(b);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
 /// Runs a [`ConvStep`] on `x` `[N, C, H, W]`: per image, im2col then the same
 /// [`crate::kernels::matmul::sgemm`] call as the interpreter's convolution kernel, then the
 /// bias, images in parallel.
 fn conv2d_gemm(x: &ArrayD<f32>, cv: &ConvStep) -> Result<ArrayD<f32>, String> {
-    use crate::kernels::matmul::{sgemm, MatRef};
     use rayon::prelude::*;
     if x.ndim() != 4 || x.shape()[1] != cv.c {
         return Err(format!(
@@ -528,13 +540,14 @@ fn conv2d_gemm(x: &ArrayD<f32>, cv: &ConvStep) -> Result<ArrayD<f32>, String> {
     let xs = x.as_standard_layout();
     let xd = xs.as_slice().ok_or("Conv input not contiguous")?;
     let (m, op, kk, img) = (cv.m, oh * ow, c * cv.k[0] * cv.k[1], c * h * w);
-    let mut out = vec![0f32; n * m * op];
+    // Every element is written below (GEMMs that overwrite, then the bias).
+    let mut out = crate::kernels::buffer::take(n * m * op);
     if !out.is_empty() {
         out.par_chunks_mut(m * op)
             .enumerate()
             .try_for_each(|(i, o)| -> Result<(), String> {
                 // Taken out of the thread-local slot (a nested job on this thread gets its own).
-                let mut col = COL.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                let (mut col, mut pad) = COL.with(|c| std::mem::take(&mut *c.borrow_mut()));
                 col.resize(kk * op, 0.0);
                 im2col_2d(
                     &xd[i * img..(i + 1) * img],
@@ -543,26 +556,18 @@ fn conv2d_gemm(x: &ArrayD<f32>, cv: &ConvStep) -> Result<ArrayD<f32>, String> {
                     cv,
                     (pt, pl),
                     &mut col,
+                    &mut pad,
                 );
-                let r = sgemm(
-                    m,
-                    kk,
-                    op,
-                    1.0,
-                    MatRef::row_major(&cv.w, kk),
-                    MatRef::row_major(&col, op),
+                let r = crate::kernels::conv::gemm_bias_act(
+                    &cv.w,
+                    &col,
+                    cv.bias.as_deref(),
+                    (m, kk, op),
+                    crate::kernels::conv::Clamp::NONE,
                     o,
-                    op,
-                    false,
                 );
-                COL.with(|c| *c.borrow_mut() = col);
-                r.map_err(|e| e.to_string())?;
-                if let Some(bias) = &cv.bias {
-                    for (row, &bv) in o.chunks_mut(op).zip(bias) {
-                        row.iter_mut().for_each(|v| *v += bv);
-                    }
-                }
-                Ok(())
+                COL.with(|c| *c.borrow_mut() = (col, pad));
+                r.map_err(|e| e.to_string())
             })?;
     }
     ArrayD::from_shape_vec(vec![n, m, oh, ow], out).map_err(|e| e.to_string())
@@ -960,7 +965,9 @@ impl FastSim {
                 }
             }
             for v in &s.free {
-                vals[v.index()] = None;
+                if let Some(t) = vals[v.index()].take() {
+                    crate::ops::recycle(t);
+                }
             }
         }
         vals[self.output.index()]
@@ -969,6 +976,17 @@ impl FastSim {
             .to_f32()
             .map_err(err)
     }
+}
+
+/// A standard-layout copy of `a` in a buffer from the kernels' pool (`kernels::buffer`):
+/// a fresh allocation of a large chunk costs a page fault per 4 KiB on first write.
+fn pooled_copy(a: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut v = crate::kernels::buffer::take(a.len());
+    match a.as_slice() {
+        Some(src) => v.copy_from_slice(src),
+        None => v.iter_mut().zip(a.iter()).for_each(|(d, &x)| *d = x),
+    }
+    ArrayD::from_shape_vec(a.raw_dim(), v).expect("same number of elements")
 }
 
 /// Elements per block of the in-place quantizer loops (a stack copy of the block is the
@@ -1054,28 +1072,55 @@ fn max_pool_2d(
     }
     let (oh, ow) = ((h - k[0]) / s[0] + 1, (w - k[1]) / s[1] + 1);
     let planes = sh[0] * sh[1];
-    let mut out = vec![f32::NEG_INFINITY; planes * oh * ow];
-    // One tap at a time over a whole plane: the tap's values are gathered into a contiguous
-    // buffer, then merged into every output with a branch-free select (vectorizable). Each
-    // output still sees its taps in the kernel's order.
-    let mut tap = vec![0f32; oh * ow];
+    // Every element is written below.
+    let mut out = crate::kernels::buffer::take(planes * oh * ow);
+    // One output row at a time: its taps are merged in the kernel's order (ky, then kx) with
+    // a branch-free select; tap (ky, kx) of output column ox is input column ox·s + kx.
     for (p, o) in out.chunks_mut(oh * ow).enumerate() {
         let xp = &xd[p * h * w..(p + 1) * h * w];
-        for ky in 0..k[0] {
-            for kx in 0..k[1] {
-                for (oy, trow) in tap.chunks_mut(ow).enumerate() {
-                    let row = &xp[(oy * s[0] + ky) * w + kx..(oy * s[0] + ky + 1) * w];
-                    for (t, &v) in trow.iter_mut().zip(row.iter().step_by(s[1])) {
-                        *t = v;
+        for (oy, orow) in o.chunks_mut(ow).enumerate() {
+            orow.fill(f32::NEG_INFINITY);
+            for ky in 0..k[0] {
+                let row = &xp[(oy * s[0] + ky) * w..(oy * s[0] + ky + 1) * w];
+                match (k[1], s[1]) {
+                    // Window width = stride (W1's 2×2/2 and 3×3/3): output column ox reads
+                    // exactly chunk ox of the row, and `ow·s <= w` holds.
+                    (2, 2) => pool_row_exact::<2>(orow, row),
+                    (3, 3) => pool_row_exact::<3>(orow, row),
+                    _ => {
+                        for kx in 0..k[1] {
+                            for (acc, c) in orow.iter_mut().zip(row[kx..].chunks(s[1])) {
+                                *acc = max_select(*acc, c[0]);
+                            }
+                        }
                     }
-                }
-                for (acc, &v) in o.iter_mut().zip(&tap) {
-                    *acc = if v > *acc || v.is_nan() { v } else { *acc };
                 }
             }
         }
     }
     ArrayD::from_shape_vec(vec![sh[0], sh[1], oh, ow], out).map_err(|e| e.to_string())
+}
+
+/// The pooling select: `v` when it is larger or NaN (the kernel's tie and NaN rule).
+#[inline(always)]
+fn max_select(acc: f32, v: f32) -> f32 {
+    if v > acc || v.is_nan() {
+        v
+    } else {
+        acc
+    }
+}
+
+/// One row of taps `ky` for a window as wide as its stride `S`: `orow[ox]` merges
+/// `row[ox·S + kx]` for `kx = 0..S` in order (a compile-time `S` lets the loop vectorize).
+fn pool_row_exact<const S: usize>(orow: &mut [f32], row: &[f32]) {
+    for (acc, c) in orow.iter_mut().zip(row.chunks_exact(S)) {
+        let mut a = *acc;
+        for &v in c {
+            a = max_select(a, v);
+        }
+        *acc = a;
+    }
 }
 
 /// Applies a specialised step to `a` (replacing it for pooling).
@@ -1153,7 +1198,9 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
             }
             let sh = a.shape().to_vec();
             let xd = a.as_slice().ok_or("MaxPool input not contiguous")?;
-            *a = max_pool_2d(xd, &sh, *k, *s)?;
+            let pooled = max_pool_2d(xd, &sh, *k, *s)?;
+            let old = std::mem::replace(a, pooled);
+            crate::kernels::buffer::recycle(old.into_raw_vec_and_offset().0);
         }
     }
     Ok(())

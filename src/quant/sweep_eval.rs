@@ -374,7 +374,12 @@ enum StepKind {
     /// `max(x, 0)` in place.
     Relu,
     /// `x ∘ c` in place, `c` a constant broadcast to `x` (Add and Mul are commutative).
-    BinConst { op: BinOp, c: ArrayD<f32> },
+    /// With `relu`, `max(x ∘ c, 0)` in the same pass (an Add/Mul whose only reader is a Relu).
+    BinConst {
+        op: BinOp,
+        c: ArrayD<f32>,
+        relu: bool,
+    },
     /// 2-D max pooling without padding or dilation, in the kernel's tap order.
     MaxPool2d { k: [usize; 2], s: [usize; 2] },
     /// 2-D convolution, one group, more than one input channel, constant weights and bias:
@@ -748,7 +753,7 @@ impl FastSim {
                 // The constant goes second; the data operand is computed (in place target).
                 if let (Some(c), Some(x)) = (konst(inp(1)), inp(0)) {
                     if g.value(x).constant.is_none() {
-                        kind = Some(StepKind::BinConst { op, c });
+                        kind = Some(StepKind::BinConst { op, c, relu: false });
                     }
                 }
             } else if single && onnx && node.op_type == "Conv" {
@@ -888,6 +893,31 @@ impl FastSim {
                 "the fast simulation needs exactly one data input and one output",
             ));
         };
+        // A per-channel bias (or scale) whose only reader is a Relu: one pass instead of two,
+        // computing exactly `max(x ∘ c, 0)` as the two steps would.
+        let mut i = 0;
+        while i + 1 < steps.len() {
+            let mid = steps[i].outputs.first().copied().flatten();
+            let readers = steps
+                .iter()
+                .filter(|s| s.inputs.iter().flatten().any(|v| Some(*v) == mid))
+                .count();
+            if matches!(steps[i].kind, StepKind::BinConst { relu: false, .. })
+                && matches!(steps[i + 1].kind, StepKind::Relu)
+                && mid.is_some()
+                && mid != Some(output)
+                && steps[i + 1].inputs.first().copied().flatten() == mid
+                && readers == 1
+            {
+                let relu = steps.remove(i + 1);
+                if let StepKind::BinConst { relu: r, .. } = &mut steps[i].kind {
+                    *r = true;
+                }
+                steps[i].outputs = relu.outputs;
+                steps[i].label = format!("{}+{}", steps[i].label, relu.label);
+            }
+            i += 1;
+        }
         let n_values = g.value_count();
         let mut last: Vec<Option<usize>> = vec![None; n_values];
         for (i, s) in steps.iter().enumerate() {
@@ -1007,7 +1037,7 @@ fn fake_quantize_in_place(q: &quant_formats::Quantizer, s: f32, a: &mut [f32]) {
 /// `x ∘ c` in place with `c` broadcast to `x`'s shape, for a standard-layout `x` whose
 /// constant is either one value per run of trailing elements (a per-channel bias on NCHW) or
 /// a trailing block (a bias on `[N, classes]`). `None` when neither applies.
-fn bin_const_runs(op: BinOp, c: &ArrayD<f32>, a: &mut ArrayD<f32>) -> Option<()> {
+fn bin_const_runs(op: BinOp, c: &ArrayD<f32>, a: &mut ArrayD<f32>, relu: bool) -> Option<()> {
     let n = a.ndim();
     if c.ndim() > n {
         return None;
@@ -1019,9 +1049,17 @@ fn bin_const_runs(op: BinOp, c: &ArrayD<f32>, a: &mut ArrayD<f32>) -> Option<()>
     // Trailing axes along which the constant does not vary.
     let k = (0..=n).rev().find(|&k| k == 0 || cs[k - 1] != 1)?;
     let run: usize = shape[k..].iter().product();
-    let apply = |x: &mut [f32], y: &[f32]| match op {
-        BinOp::Add => x.iter_mut().zip(y).for_each(|(x, &y)| *x += y),
-        BinOp::Mul => x.iter_mut().zip(y).for_each(|(x, &y)| *x *= y),
+    let apply = |x: &mut [f32], y: &[f32]| match (op, relu) {
+        (BinOp::Add, false) => x.iter_mut().zip(y).for_each(|(x, &y)| *x += y),
+        (BinOp::Mul, false) => x.iter_mut().zip(y).for_each(|(x, &y)| *x *= y),
+        (BinOp::Add, true) => x
+            .iter_mut()
+            .zip(y)
+            .for_each(|(x, &y)| *x = (*x + y).max(0.0)),
+        (BinOp::Mul, true) => x
+            .iter_mut()
+            .zip(y)
+            .for_each(|(x, &y)| *x = (*x * y).max(0.0)),
     };
     if run >= 8 || k == n {
         // One constant per run: the constant broadcast over the leading axes, in order.
@@ -1033,9 +1071,11 @@ fn bin_const_runs(op: BinOp, c: &ArrayD<f32>, a: &mut ArrayD<f32>) -> Option<()>
             return Some(());
         }
         for (x, &v) in data.chunks_exact_mut(run).zip(&vals) {
-            match op {
-                BinOp::Add => x.iter_mut().for_each(|x| *x += v),
-                BinOp::Mul => x.iter_mut().for_each(|x| *x *= v),
+            match (op, relu) {
+                (BinOp::Add, false) => x.iter_mut().for_each(|x| *x += v),
+                (BinOp::Mul, false) => x.iter_mut().for_each(|x| *x *= v),
+                (BinOp::Add, true) => x.iter_mut().for_each(|x| *x = (*x + v).max(0.0)),
+                (BinOp::Mul, true) => x.iter_mut().for_each(|x| *x = (*x * v).max(0.0)),
             }
         }
         return Some(());
@@ -1134,7 +1174,7 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
             Some(d) => d.iter_mut().for_each(|x| *x = x.max(0.0)),
             None => a.mapv_inplace(|x| x.max(0.0)),
         },
-        StepKind::BinConst { op, c } => {
+        StepKind::BinConst { op, c, relu } => {
             if c.broadcast(a.shape()).is_none() {
                 return Err(format!(
                     "constant of shape {:?} does not broadcast to {:?}",
@@ -1142,10 +1182,13 @@ fn apply_in_place(kind: &StepKind, a: &mut ArrayD<f32>) -> Result<(), String> {
                     a.shape()
                 ));
             }
-            if bin_const_runs(*op, c, a).is_none() {
+            if bin_const_runs(*op, c, a, *relu).is_none() {
                 match op {
                     BinOp::Add => a.zip_mut_with(c, |x, &y| *x += y),
                     BinOp::Mul => a.zip_mut_with(c, |x, &y| *x *= y),
+                }
+                if *relu {
+                    a.mapv_inplace(|x| x.max(0.0));
                 }
             }
         }
@@ -1250,7 +1293,13 @@ mod tests {
                 .iter()
                 .filter(|s| !matches!(s.kind, StepKind::Generic(_)))
                 .count();
-            assert!(special >= 8, "{w}/{a}: only {special} specialised steps");
+            assert!(special >= 6, "{w}/{a}: only {special} specialised steps");
+            let fused = sim
+                .steps
+                .iter()
+                .filter(|s| matches!(s.kind, StepKind::BinConst { relu: true, .. }))
+                .count();
+            assert_eq!(fused, 2, "{w}/{a}: both bias + Relu pairs run as one pass");
             assert!(
                 sim.steps
                     .iter()
@@ -1282,14 +1331,28 @@ mod tests {
         ];
         for c in cases {
             for op in [BinOp::Add, BinOp::Mul] {
-                let mut want = x.clone();
-                match op {
-                    BinOp::Add => want.zip_mut_with(&c, |a, &b| *a += b),
-                    BinOp::Mul => want.zip_mut_with(&c, |a, &b| *a *= b),
+                for relu in [false, true] {
+                    let mut want = x.clone();
+                    match op {
+                        BinOp::Add => want.zip_mut_with(&c, |a, &b| *a += b),
+                        BinOp::Mul => want.zip_mut_with(&c, |a, &b| *a *= b),
+                    }
+                    if relu {
+                        want.mapv_inplace(|v| v.max(0.0));
+                    }
+                    let mut got = x.clone();
+                    let kind = StepKind::BinConst {
+                        op,
+                        c: c.clone(),
+                        relu,
+                    };
+                    apply_in_place(&kind, &mut got).expect("op");
+                    let (g, w): (Vec<u32>, Vec<u32>) = (
+                        got.iter().map(|v| v.to_bits()).collect(),
+                        want.iter().map(|v| v.to_bits()).collect(),
+                    );
+                    assert!(g == w, "{:?} {op:?} relu {relu}", c.shape());
                 }
-                let mut got = x.clone();
-                apply_in_place(&StepKind::BinConst { op, c: c.clone() }, &mut got).expect("op");
-                assert_eq!(got, want, "{:?} {op:?}", c.shape());
             }
         }
     }

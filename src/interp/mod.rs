@@ -520,23 +520,13 @@ impl Interpreter {
         }
         let mut outs = Vec::with_capacity(self.outputs.len());
         for (i, (name, v)) in self.outputs.iter().enumerate() {
-            let t = vals[v.index()]
-                .take()
-                .ok_or_else(|| InterpError::MissingOutput(name.clone()))?;
-            // Moved out when nothing else holds it and no later output names it; else copied.
-            let later = self.outputs[i + 1..].iter().any(|(_, w)| w == v);
-            let t = match Arc::try_unwrap(t) {
-                Ok(t) if !later => t,
-                Ok(t) => {
-                    let copy = t.clone();
-                    vals[v.index()] = Some(Arc::new(t));
-                    copy
-                }
-                Err(shared) => {
-                    let copy = (*shared).clone();
-                    vals[v.index()] = Some(shared);
-                    copy
-                }
+            let slot = &mut vals[v.index()];
+            let missing = || InterpError::MissingOutput(name.clone());
+            // Moved out when no later output names it and nothing else holds it; else copied.
+            let t = if self.outputs[i + 1..].iter().any(|(_, w)| w == v) {
+                (**slot.as_ref().ok_or_else(missing)?).clone()
+            } else {
+                Arc::try_unwrap(slot.take().ok_or_else(missing)?).unwrap_or_else(|a| (*a).clone())
             };
             outs.push((name.clone(), t));
         }

@@ -898,16 +898,19 @@ impl FastSim {
         let mut i = 0;
         while i + 1 < steps.len() {
             let mid = steps[i].outputs.first().copied().flatten();
-            let readers = steps
-                .iter()
-                .filter(|s| s.inputs.iter().flatten().any(|v| Some(*v) == mid))
-                .count();
+            let sole_reader = || {
+                steps
+                    .iter()
+                    .filter(|s| s.inputs.iter().flatten().any(|v| Some(*v) == mid))
+                    .count()
+                    == 1
+            };
             if matches!(steps[i].kind, StepKind::BinConst { relu: false, .. })
                 && matches!(steps[i + 1].kind, StepKind::Relu)
                 && mid.is_some()
                 && mid != Some(output)
                 && steps[i + 1].inputs.first().copied().flatten() == mid
-                && readers == 1
+                && sole_reader()
             {
                 let relu = steps.remove(i + 1);
                 if let StepKind::BinConst { relu: r, .. } = &mut steps[i].kind {

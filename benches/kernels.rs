@@ -3,7 +3,8 @@
 //! `cargo bench --bench kernels` (optionally `RAYON_NUM_THREADS=1|2`). Prints milliseconds per
 //! call and GFLOP/s (2 flops per multiply-accumulate) for the shapes that dominate W2
 //! (EfficientNet-Lite0, batch 8) and W3 (ViT-S/14, batch 1). `BENCH_FILTER=text` runs only the
-//! cases whose name contains `text`.
+//! cases whose name contains `text`. Convolution outputs go back to the buffer pool after each
+//! call, as in the interpreter.
 
 use mfq::kernels::conv::{conv, conv_output_len, Conv2dParams};
 use mfq::kernels::matmul::matmul;
@@ -147,6 +148,30 @@ fn main() {
             groups: 1,
         },
         ConvCase {
+            name: "conv 1x1 (W2 blocks.4 expand, k=40)",
+            x: [8, 40, 28, 28],
+            w: [240, 40, 1, 1],
+            stride: 1,
+            pad: 0,
+            groups: 1,
+        },
+        ConvCase {
+            name: "conv 1x1 (W2 blocks.6 expand, k=80)",
+            x: [8, 80, 14, 14],
+            w: [480, 80, 1, 1],
+            stride: 1,
+            pad: 0,
+            groups: 1,
+        },
+        ConvCase {
+            name: "conv 1x1 (W2 blocks.2 project, k=144)",
+            x: [8, 144, 56, 56],
+            w: [24, 144, 1, 1],
+            stride: 1,
+            pad: 0,
+            groups: 1,
+        },
+        ConvCase {
             name: "depthwise 3x3 (W2)",
             x: [8, 144, 56, 56],
             w: [144, 1, 3, 3],
@@ -209,7 +234,10 @@ fn main() {
         let (oh, ow) = (y.shape()[2], y.shape()[3]);
         let macs = (cc.x[0] * cc.w[0] * cc.w[1] * cc.w[2] * cc.w[3] * oh * ow) as f64;
         let t = time(15, || {
-            black_box(conv(&x.view(), &w.view(), None, &p).expect("conv"));
+            let y = black_box(conv(&x.view(), &w.view(), None, &p).expect("conv"));
+            // Hand the output back to the buffer pool, as the interpreter does with dead
+            // tensors, so that the timing is the kernel's and not the first touch of fresh pages.
+            mfq::kernels::buffer::recycle(y.into_raw_vec_and_offset().0);
         });
         // The naive loop runs on one image and is scaled to the batch.
         let x1 = data(&[1, cc.x[1], cc.x[2], cc.x[3]], 1);

@@ -9,8 +9,9 @@ use super::{CalibError, Quantizer};
 /// Default percentile of `|x|` (the seed paper's integer activation setting).
 pub const DEFAULT_PERCENTILE: f64 = 99.999;
 
-/// Options of the MSE search.
+/// Options of the MSE search (each key optional in a recipe; unset keys take the defaults).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MseOptions {
     /// Linear candidate clips `absmax · k / candidates` for `k = 1..=candidates`, searched
     /// together with 49 geometric ones from `absmax` down to `absmax / 4096`.

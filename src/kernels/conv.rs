@@ -427,12 +427,7 @@ pub(crate) fn gemm_bias_act(
             false,
         )?;
         for (i, row) in out.chunks_mut(n).enumerate().take(m) {
-            let blk = &mut row[c0..c1];
-            if let Some(bias) = bias {
-                let bv = bias[i];
-                blk.iter_mut().for_each(|v| *v += bv);
-            }
-            act.apply(blk);
+            act.bias_apply(&mut row[c0..c1], bias.map(|b| b[i]));
         }
     }
     Ok(())
@@ -506,6 +501,8 @@ fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
                     let start = (base + lo as isize * sl as isize + off_last) as usize;
                     if sl == 1 {
                         seg[lo..hi].copy_from_slice(&xc[start..start + (hi - lo)]);
+                    } else if sl == 2 {
+                        gather_even(&mut seg[lo..hi], &xc[start..]);
                     } else {
                         for (j, v) in seg[lo..hi].iter_mut().enumerate() {
                             *v = xc[start + j * sl];
@@ -546,11 +543,45 @@ impl Clamp {
 
     /// Applies the clamp to every element of `v`.
     pub fn apply(&self, v: &mut [f32]) {
-        match (self.lo, self.hi) {
-            (None, None) => {}
-            (Some(lo), None) => v.iter_mut().for_each(|x| *x = x.max(lo)),
-            (None, Some(hi)) => v.iter_mut().for_each(|x| *x = x.min(hi)),
-            (Some(lo), Some(hi)) => v.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+        self.bias_apply(v, None);
+    }
+
+    /// `v[i] = clamp(v[i] + b)` (just the clamp when `b` is `None`) in one pass: exactly the
+    /// bias addition followed by [`Clamp::apply`]. The same Rust code is compiled for AVX2 when
+    /// the CPU has it (8 lanes instead of SSE's 4; the operations and their NaN and signed-zero
+    /// behaviour are those of `f32::max`/`f32::min` either way).
+    pub fn bias_apply(&self, v: &mut [f32], b: Option<f32>) {
+        if self.is_none() && b.is_none() {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if have_avx2_fma() {
+            // SAFETY: AVX2 was detected at run time.
+            unsafe { self.bias_apply_avx2(v, b) };
+            return;
+        }
+        self.bias_apply_generic(v, b);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn bias_apply_avx2(&self, v: &mut [f32], b: Option<f32>) {
+        self.bias_apply_generic(v, b);
+    }
+
+    #[inline(always)]
+    fn bias_apply_generic(&self, v: &mut [f32], b: Option<f32>) {
+        match (b, self.lo, self.hi) {
+            (None, None, None) => {}
+            (None, Some(lo), None) => v.iter_mut().for_each(|x| *x = x.max(lo)),
+            (None, None, Some(hi)) => v.iter_mut().for_each(|x| *x = x.min(hi)),
+            (None, Some(lo), Some(hi)) => v.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+            (Some(b), None, None) => v.iter_mut().for_each(|x| *x += b),
+            (Some(b), Some(lo), None) => v.iter_mut().for_each(|x| *x = (*x + b).max(lo)),
+            (Some(b), None, Some(hi)) => v.iter_mut().for_each(|x| *x = (*x + b).min(hi)),
+            (Some(b), Some(lo), Some(hi)) => {
+                v.iter_mut().for_each(|x| *x = (*x + b).max(lo).min(hi))
+            }
         }
     }
 }
@@ -715,6 +746,46 @@ unsafe fn dw_tile<const R: usize, const MASKED: bool>(
     }
 }
 
+/// `dst[i] = src[2·i]` for every `i < dst.len()`; `src.len() ≥ 2·dst.len() − 1` (the column
+/// phases of a stride-2 depthwise plane). Pure data movement: the AVX2 path deinterleaves
+/// 16 loaded values into their 8 even ones.
+fn gather_even(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    assert!(n == 0 || src.len() > 2 * (n - 1));
+    #[allow(unused_mut)]
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if have_avx2_fma() {
+        // SAFETY: AVX2 was detected at run time; see `gather_even_avx2` for the bounds.
+        i = unsafe { gather_even_avx2(dst, src) };
+    }
+    for (d, s) in dst[i..].iter_mut().zip(src[2 * i..].iter().step_by(2)) {
+        *d = *s;
+    }
+}
+
+/// The 8-wide blocks of [`gather_even`] whose 16 source values lie inside `src`; returns the
+/// number of outputs written.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gather_even_avx2(dst: &mut [f32], src: &[f32]) -> usize {
+    use std::arch::x86_64::*;
+    let mut i = 0;
+    while i + 8 <= dst.len() && 2 * i + 16 <= src.len() {
+        // SAFETY: reads `src[2i..2i + 16]` and writes `dst[i..i + 8]`, both checked above.
+        unsafe {
+            let a = _mm256_loadu_ps(src.as_ptr().add(2 * i));
+            let b = _mm256_loadu_ps(src.as_ptr().add(2 * i + 8));
+            // [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit lanes (0, 2, 1, 3).
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), e);
+        }
+        i += 8;
+    }
+    i
+}
+
 /// Direct 2-D convolution where each output channel reads exactly one input channel
 /// (`C/groups == 1`): output channel `m` reads input channel `m / (M/groups)`.
 ///
@@ -796,6 +867,8 @@ fn depthwise2d(
                     let dst = &mut buf[db + dof..db + dof + n];
                     if sw == 1 {
                         dst.copy_from_slice(&src[sc..sc + n]);
+                    } else if sw == 2 {
+                        gather_even(dst, &src[sc..]);
                     } else {
                         let s = &src[sc..sc + (n - 1) * sw + 1];
                         for (d, c) in dst.iter_mut().zip(s.chunks(sw)) {
@@ -1094,6 +1167,20 @@ mod tests {
             *v = s as f32;
         }
         y
+    }
+
+    /// The AVX2 deinterleave equals a plain stride-2 copy for every length and source size.
+    #[test]
+    fn gather_even_matches_strided_copy() {
+        for len in 0..70usize {
+            let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            for n in 0..=len.div_ceil(2) {
+                let mut dst = vec![f32::NAN; n];
+                gather_even(&mut dst, &src);
+                let want: Vec<f32> = src.iter().step_by(2).take(n).copied().collect();
+                assert_eq!(dst, want, "len {len}, n {n}");
+            }
+        }
     }
 
     /// The AVX2 plane kernel (8/4/2/1-row tiles, masked last columns) equals a scalar fused

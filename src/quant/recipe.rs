@@ -364,3 +364,29 @@ impl Recipe {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calib::MseOptions;
+
+    #[test]
+    fn weight_method_table_takes_defaults_and_rejects_unknown_keys() {
+        let r: Recipe = toml::from_str("[weight_method]\nmethod = \"mse\"\n").expect("parse");
+        assert_eq!(r.weight_method, WeightMethod::Mse(MseOptions::default()));
+        let r: Recipe =
+            toml::from_str("[weight_method]\nmethod = \"mse\"\nnorm = 2.4\n").expect("parse");
+        assert_eq!(
+            r.weight_method,
+            WeightMethod::Mse(MseOptions {
+                norm: 2.4,
+                ..MseOptions::default()
+            })
+        );
+        let r: Recipe = toml::from_str("[weight_method]\nmethod = \"abs-max\"\n").expect("parse");
+        assert_eq!(r.weight_method, WeightMethod::AbsMax);
+        let e = toml::from_str::<Recipe>("[weight_method]\nmethod = \"mse\"\nnrom = 2\n")
+            .expect_err("misspelt key");
+        assert!(e.to_string().contains("nrom"), "{e}");
+    }
+}

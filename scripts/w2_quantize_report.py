@@ -77,7 +77,7 @@ def ort_peer(model, calib, ev):
     with tempfile.TemporaryDirectory() as d:
         for method, extra in ((CalibrationMethod.MinMax, {}),
                               (CalibrationMethod.Percentile, {"CalibPercentile": 99.999})):
-            res = []
+            res = {True: [], False: []}  # optimized -> [(k, n, sqnr) per fold]
             for fold, (c, e) in enumerate(((xc, xe), (xe, xc)), 1):
                 class Reader(CalibrationDataReader):
                     def __init__(self):
@@ -92,12 +92,10 @@ def ort_peer(model, calib, ev):
                                 weight_type=QuantType.QInt8, calibrate_method=method,
                                 extra_options=extra)
                 f = run(model, e)
-                for optimized in (True, False):
+                for optimized, folds in res.items():
                     q = run(out, e, optimized)
-                    res.append((optimized, int((f.argmax(1) == q.argmax(1)).sum()), len(e),
-                                sqnr(f, q)))
-            for optimized in (True, False):
-                (k1, n1, s1), (k2, n2, s2) = [r[1:] for r in res if r[0] == optimized]
+                    folds.append((int((f.argmax(1) == q.argmax(1)).sum()), len(e), sqnr(f, q)))
+            for optimized, ((k1, n1, s1), (k2, n2, s2)) in res.items():
                 how = ("integer kernels (default optimizations)" if optimized
                        else "QDQ as written (optimizations off)")
                 rows.append((method.name, how, k1, n1, k2, n2, s1, s2))

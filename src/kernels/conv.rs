@@ -499,15 +499,7 @@ fn im2col(x: &[f32], geom: &Geom, col: &mut [f32]) {
                     seg[..lo].fill(0.0);
                     seg[hi..].fill(0.0);
                     let start = (base + lo as isize * sl as isize + off_last) as usize;
-                    if sl == 1 {
-                        seg[lo..hi].copy_from_slice(&xc[start..start + (hi - lo)]);
-                    } else if sl == 2 {
-                        gather_even(&mut seg[lo..hi], &xc[start..]);
-                    } else {
-                        for (j, v) in seg[lo..hi].iter_mut().enumerate() {
-                            *v = xc[start + j * sl];
-                        }
-                    }
+                    copy_strided(&mut seg[lo..hi], &xc[start..], sl);
                 }
                 for i in (0..d - 1).rev() {
                     oidx[i] += 1;
@@ -746,9 +738,25 @@ unsafe fn dw_tile<const R: usize, const MASKED: bool>(
     }
 }
 
-/// `dst[i] = src[2·i]` for every `i < dst.len()`; `src.len() ≥ 2·dst.len() − 1` (the column
-/// phases of a stride-2 depthwise plane). Pure data movement: the AVX2 path deinterleaves
-/// 16 loaded values into their 8 even ones.
+/// `dst[i] = src[stride·i]` for every `i < dst.len()` (`src` long enough): the row copies of
+/// im2col and of the depthwise phase planes. Stride 1 is a plain copy and stride 2 goes
+/// through [`gather_even`].
+fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    let n = dst.len();
+    assert!(n == 0 || src.len() > stride * (n - 1));
+    match stride {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => gather_even(dst, src),
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                *d = *s;
+            }
+        }
+    }
+}
+
+/// `dst[i] = src[2·i]` for every `i < dst.len()`; `src.len() ≥ 2·dst.len() − 1`. Pure data
+/// movement: the AVX2 path deinterleaves 16 loaded values into their 8 even ones.
 fn gather_even(dst: &mut [f32], src: &[f32]) {
     let n = dst.len();
     assert!(n == 0 || src.len() > 2 * (n - 1));
@@ -864,17 +872,7 @@ fn depthwise2d(
             for &(so, db) in &rows {
                 let src = &xp[so..so + iw];
                 for &(sc, n, dof) in &cols {
-                    let dst = &mut buf[db + dof..db + dof + n];
-                    if sw == 1 {
-                        dst.copy_from_slice(&src[sc..sc + n]);
-                    } else if sw == 2 {
-                        gather_even(dst, &src[sc..]);
-                    } else {
-                        let s = &src[sc..sc + (n - 1) * sw + 1];
-                        for (d, c) in dst.iter_mut().zip(s.chunks(sw)) {
-                            *d = c[0];
-                        }
-                    }
+                    copy_strided(&mut buf[db + dof..db + dof + n], &src[sc..], sw);
                 }
             }
             let wk = &w[mi * kh * kw..(mi + 1) * kh * kw];
@@ -1169,16 +1167,24 @@ mod tests {
         y
     }
 
-    /// The AVX2 deinterleave equals a plain stride-2 copy for every length and source size.
+    /// The strided row copy (AVX2 deinterleave for stride 2) equals a plain strided copy for
+    /// every stride, length and source size.
     #[test]
     fn gather_even_matches_strided_copy() {
-        for len in 0..70usize {
-            let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
-            for n in 0..=len.div_ceil(2) {
-                let mut dst = vec![f32::NAN; n];
-                gather_even(&mut dst, &src);
-                let want: Vec<f32> = src.iter().step_by(2).take(n).copied().collect();
-                assert_eq!(dst, want, "len {len}, n {n}");
+        for stride in 1..=3usize {
+            for len in 0..70usize {
+                let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+                for n in 0..=len.div_ceil(stride) {
+                    let want: Vec<f32> = src.iter().step_by(stride).take(n).copied().collect();
+                    let mut dst = vec![f32::NAN; n];
+                    copy_strided(&mut dst, &src, stride);
+                    assert_eq!(dst, want, "stride {stride}, len {len}, n {n}");
+                    if stride == 2 {
+                        let mut dst = vec![f32::NAN; n];
+                        gather_even(&mut dst, &src);
+                        assert_eq!(dst, want, "gather_even, len {len}, n {n}");
+                    }
+                }
             }
         }
     }
